@@ -1,0 +1,21 @@
+"""Agents, selected by ``agent=<name>``: ``sac`` and ``drqv2``."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import torch
+
+from ssrl.agents.base import OffPolicyAgent
+from ssrl.agents.drqv2 import DrQV2
+from ssrl.agents.sac import SAC
+from ssrl.config import TrainConfig
+
+AGENTS: dict[str, type[OffPolicyAgent]] = {"sac": SAC, "drqv2": DrQV2}
+
+
+def make_agent(cfg: TrainConfig, obs_space: gym.Space, action_space: gym.spaces.Box, device: torch.device) -> OffPolicyAgent:
+    """Build the agent that ``cfg.agent.name`` names, with ``cfg.encoder`` and ``cfg.representation``."""
+    return AGENTS[cfg.agent.name](obs_space, action_space, cfg.agent, cfg.encoder, cfg.representation, device)
+
+
+__all__ = ["AGENTS", "DrQV2", "OffPolicyAgent", "SAC", "make_agent"]

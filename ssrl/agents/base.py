@@ -1,0 +1,165 @@
+"""What SAC and DrQ-v2 share: encoder, double-Q critic with EMA target, augmentation, the update loop and
+the representation seam. Subclasses add the actor, ``act``, ``target_value`` and ``update_actor``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssrl.config import EncoderConfig, RepresentationConfig
+from ssrl.data import to_torch
+from ssrl.nn.augment import Augment
+from ssrl.nn.encoders import make_encoder
+from ssrl.nn.utils import frozen_copy, mlp, orthogonal_init, soft_update
+from ssrl.representations import make_representation
+
+Metrics = dict[str, torch.Tensor]
+
+
+class Critic(nn.Module):
+    """Two Q-functions on (features, action)."""
+
+    def __init__(self, features_dim: int, action_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.q1 = mlp(features_dim + action_dim, hidden_dim, 1)
+        self.q2 = mlp(features_dim + action_dim, hidden_dim, 1)
+        self.apply(orthogonal_init)
+
+    def forward(self, features: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([features, action], dim=-1)
+        return self.q1(x), self.q2(x)
+
+
+class OffPolicyAgent(nn.Module):
+    """Actor-critic on encoder features. The critic loss (and the representation loss, if any) train the
+    encoder; the actor sees detached features.
+
+    Each ``update`` samples one batch, augments and encodes it, then runs ``update_critic``,
+    ``update_actor`` (every ``actor_update_every`` updates), ``update_representation`` and the target EMA.
+    """
+
+    actor: nn.Module
+    actor_opt: torch.optim.Optimizer
+
+    def __init__(self, obs_space: gym.Space, action_space: gym.spaces.Box, cfg: Any, encoder_cfg: EncoderConfig,
+                 repr_cfg: RepresentationConfig, device: torch.device) -> None:
+        super().__init__()
+        assert isinstance(action_space, gym.spaces.Box), f"continuous (Box) actions only, got {action_space}"
+        self.cfg, self.device = cfg, device
+        self.obs_space, self.action_space = obs_space, action_space
+        self.action_dim = int(np.prod(action_space.shape))
+        self.augment = Augment(cfg.augmentation, obs_space)
+        self.encoder = make_encoder(self.augment.output_space(), encoder_cfg)
+        self.critic = Critic(self.encoder.features_dim, self.action_dim, cfg.hidden_dim)
+        self.critic_target = frozen_copy(self.critic)
+        # With ``cfg.encoder_tau`` (SAC/CURL) targets use an EMA copy of the encoder, else the online one (DrQ-v2).
+        self.encoder_tau: float | None = getattr(cfg, "encoder_tau", None)
+        self.encoder_target = frozen_copy(self.encoder) if self.encoder_tau is not None else None
+        self.representation = make_representation(repr_cfg, self.encoder, obs_space, action_space)
+        self.repr_weight = repr_cfg.weight
+        self.critic_opt = torch.optim.Adam([
+            {"params": self.critic.parameters(), "lr": cfg.lr},
+            {"params": self.encoder.parameters(), "lr": cfg.lr * encoder_cfg.lr_scale},
+        ])
+        self.repr_opt = None
+        if self.representation is not None:
+            params = list(self.representation.parameters())
+            if self.representation.trains_encoder:
+                params += list(self.encoder.parameters())
+            self.repr_opt = torch.optim.Adam(params, lr=repr_cfg.lr)
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+    # ------------------------------------------------------------------------------------------- acting
+    def obs_to_tensor(self, obs: Any) -> Any:
+        """A single environment observation as a batch of one on the agent's device."""
+        if isinstance(obs, dict):
+            return {k: self.obs_to_tensor(v) for k, v in obs.items()}
+        return to_torch(np.asarray(obs)[None], self.device)
+
+    @torch.no_grad()
+    def act(self, obs: Any, frame: int, eval_mode: bool) -> np.ndarray:
+        """The action for one observation: the policy's mean in eval mode, an exploratory sample otherwise."""
+        features = self.encoder(self.augment.eval_view(self.obs_to_tensor(obs)))
+        action = self.policy(features, frame, eval_mode)
+        return action[0].cpu().numpy()
+
+    def policy(self, features: torch.Tensor, frame: int, eval_mode: bool) -> torch.Tensor:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------ updates
+    def update(self, replay: Any, frame: int) -> Metrics:
+        """One gradient update from a replay batch; returns detached metric tensors."""
+        batch = to_torch(replay.sample(self.cfg.batch_size, self.cfg.n_step), self.device)
+        obs = self.augment(batch["obs"])
+        with torch.no_grad():
+            next_obs = self.augment(batch["next_obs"])
+        features = self.encoder(obs)
+        metrics = self.update_critic(features, batch["action"], batch["reward"], batch["discount"], next_obs, frame)
+        if int(self.num_updates) % getattr(self.cfg, "actor_update_every", 1) == 0:
+            metrics |= self.update_actor(features.detach(), frame)
+        if self.representation is not None:
+            metrics |= self.update_representation(batch, replay)
+        if int(self.num_updates) % getattr(self.cfg, "target_update_every", 1) == 0:
+            self.update_targets()
+        self.num_updates += 1
+        return metrics
+
+    def target_value(self, next_features: torch.Tensor, frame: int) -> torch.Tensor:
+        """Soft/deterministic value of the next state under the target critic (without the discount)."""
+        raise NotImplementedError
+
+    def update_critic(self, features: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
+                      discount: torch.Tensor, next_obs: Any, frame: int) -> Metrics:
+        """Bellman regression of both Q-functions; its gradients train the critic and the encoder."""
+        with torch.no_grad():
+            target_encoder = self.encoder if self.encoder_target is None else self.encoder_target
+            next_features = target_encoder(next_obs)
+            target_q = reward.unsqueeze(-1) + discount.unsqueeze(-1) * self.target_value(next_features, frame)
+        q1, q2 = self.critic(features, action)
+        loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
+        self.critic_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.critic_opt.step()
+        return {"critic_loss": loss.detach(), "q": q1.detach().mean(), "target_q": target_q.mean()}
+
+    def update_actor(self, features: torch.Tensor, frame: int) -> Metrics:
+        raise NotImplementedError
+
+    def update_representation(self, batch: dict[str, Any], replay: Any) -> Metrics:
+        """One step of the self-supervised objective on the batch (or on replay sequences if it needs them)."""
+        assert self.representation is not None and self.repr_opt is not None
+        length = self.representation.sequence_length
+        if length > 0:
+            batch = to_torch(replay.sample_sequences(self.cfg.batch_size, length), self.device)
+        loss, metrics = self.representation.loss(batch, self.encoder, self.augment)
+        self.repr_opt.zero_grad(set_to_none=True)
+        (self.repr_weight * loss).backward()
+        self.repr_opt.step()
+        self.representation.update_targets()
+        return {"repr_loss": loss.detach(), **{f"repr_{k}": v for k, v in metrics.items()}}
+
+    def update_targets(self) -> None:
+        soft_update(self.critic_target, self.critic, self.cfg.critic_tau)
+        if self.encoder_target is not None:
+            soft_update(self.encoder_target, self.encoder, self.encoder_tau)
+
+    # ------------------------------------------------------------------------------------- checkpoints
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        opts = {"critic": self.critic_opt, "actor": self.actor_opt}
+        if self.repr_opt is not None:
+            opts["representation"] = self.repr_opt
+        return opts
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Everything needed to continue training exactly: weights, targets and optimizer states."""
+        return {"model": self.state_dict(), "optim": {k: o.state_dict() for k, o in self.optimizers().items()}}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.load_state_dict(state["model"])
+        for key, opt in self.optimizers().items():
+            opt.load_state_dict(state["optim"][key])

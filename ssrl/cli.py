@@ -1,0 +1,79 @@
+"""The ``ssrl`` command line: ``ssrl train key=value ...``, ``ssrl eval run_dir=...``, ``ssrl config``,
+``ssrl tasks``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from ssrl import config as config_lib
+from ssrl.errors import CheckpointError, ConfigError
+
+USAGE = """ssrl <command> [key=value ...]
+
+commands:
+  train   train an agent:   ssrl train env=dmc/cheetah-run agent=sac representation=none frames=100000 seed=0
+  eval    evaluate a run:   ssrl eval run_dir=runs/x episodes=10 video=true
+  config  print the resolved config for the given overrides (all keys, defaults included)
+  tasks   list environment ids
+"""
+
+
+def _eval(args: list[str]) -> int:
+    import imageio.v2 as imageio
+    import numpy as np
+
+    from ssrl.experiments.train import evaluate, load_run
+
+    opts = {"run_dir": "", "episodes": "10", "video": "false", "device": "auto"}
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key not in opts or not _:
+            raise ConfigError(f"ssrl eval: unknown argument '{arg}'; expected one of {', '.join(k + '=' for k in opts)}")
+        opts[key] = value
+    if not opts["run_dir"]:
+        raise ConfigError("ssrl eval needs run_dir=<path of a training run>")
+    run_dir = Path(opts["run_dir"])
+    cfg, agent, env = load_run(run_dir, opts["device"])
+    want_video = opts["video"].lower() not in ("false", "0", "no", "")
+    frames: list[np.ndarray] | None = [] if want_video else None
+    returns = evaluate(agent, env, int(opts["episodes"]), cfg.seed + 10_000, 0, frames)
+    print(f"{cfg.env}: mean return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} episodes")
+    if frames:
+        path = Path(opts["video"]) if opts["video"].endswith(".mp4") else run_dir / "eval.mp4"
+        imageio.mimsave(path, frames, fps=30)
+        print(f"video: {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="ssrl", usage=USAGE, add_help=True)
+    parser.add_argument("command", choices=["train", "eval", "config", "tasks"])
+    parser.add_argument("overrides", nargs="*")
+    ns = parser.parse_args(argv)
+    try:
+        if ns.command == "train":
+            cfg = config_lib.parse_overrides(ns.overrides)
+            from ssrl.experiments.train import Trainer
+
+            Trainer(cfg).train()
+        elif ns.command == "config":
+            print(yaml.safe_dump(config_lib.to_dict(config_lib.parse_overrides(ns.overrides)), sort_keys=False))
+        elif ns.command == "tasks":
+            from ssrl.envs import list_tasks
+
+            print("\n".join(list_tasks()))
+        else:
+            return _eval(ns.overrides)
+    except (ConfigError, FileNotFoundError, CheckpointError, FloatingPointError) as e:
+        print(f"ssrl {ns.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""Typed run configuration and `key=value` overrides.
+
+A run is one :class:`TrainConfig`. Its groups (``agent``, ``representation``, ``encoder``) are dataclasses
+selected by name (``agent=drqv2``) and tuned by dotted keys (``agent.lr=3e-4``). Every override is checked
+against the dataclass fields and types before any work starts; a mistake raises :class:`ConfigError` naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ssrl.errors import ConfigError
+
+
+# --------------------------------------------------------------------------------------------------- groups
+@dataclass
+class SACConfig:
+    """SAC with the SAC-AE/CURL pixel encoder (defaults: CURL's published hyperparameters)."""
+
+    name: str = "sac"
+    batch_size: int = 512
+    lr: float = 1e-3
+    hidden_dim: int = 1024
+    discount: float = 0.99
+    n_step: int = 1
+    critic_tau: float = 0.01
+    encoder_tau: float = 0.05
+    actor_update_every: int = 2
+    target_update_every: int = 2
+    update_every: int = 1
+    init_temperature: float = 0.1
+    alpha_lr: float = 1e-4
+    alpha_beta: float = 0.5
+    augmentation: str = "shift"
+
+
+@dataclass
+class DrQV2Config:
+    """DrQ-v2-style DDPG: n-step returns, scheduled exploration noise (defaults: DrQ-v2's published values)."""
+
+    name: str = "drqv2"
+    batch_size: int = 256
+    lr: float = 1e-4
+    hidden_dim: int = 1024
+    discount: float = 0.99
+    n_step: int = 3
+    critic_tau: float = 0.01
+    update_every: int = 2
+    stddev_schedule: str = "linear(1.0,0.1,200000)"
+    stddev_clip: float = 0.3
+    augmentation: str = "shift"
+
+
+@dataclass
+class EncoderConfig:
+    """Observation encoder: SAC-AE/CURL conv stack for pixels, MLP for state vectors."""
+
+    feature_dim: int = 50
+    num_filters: int = 32
+    num_layers: int = 4
+    state_hidden_dim: int = 256
+    lr_scale: float = 1.0
+
+
+@dataclass
+class RepresentationConfig:
+    """The self-supervised objective added to the agent's losses (``none``: augmentation only)."""
+
+    name: str = "none"
+    weight: float = 1.0
+    lr: float = 1e-3
+
+
+AGENTS: dict[str, type] = {"sac": SACConfig, "drqv2": DrQV2Config}
+REPRESENTATIONS: dict[str, type] = {"none": RepresentationConfig}
+GROUPS: dict[str, dict[str, type]] = {"agent": AGENTS, "representation": REPRESENTATIONS}
+
+
+# ---------------------------------------------------------------------------------------------- top level
+@dataclass
+class TrainConfig:
+    """Everything one training run needs. Budgets and intervals count environment frames (action repeat
+    included)."""
+
+    env: str = "dmc/cartpole-swingup"
+    obs: str = "pixels"
+    size: int = 84
+    frame_stack: int = 3
+    action_repeat: int = 0  # 0: the task's default (PlaNet/CURL protocol)
+    render: str = "fast"  # "fast" or "dmc" (dm_control's default look, as in published results)
+    frames: int = 100_000
+    seed_frames: int = 4000
+    seed: int = 0
+    run_dir: str = ""  # default: runs/<env>/<agent>-<representation>/seed<seed>
+    device: str = "auto"
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    replay_capacity: int = 100_000
+    eval_every: int = 10_000
+    eval_episodes: int = 10
+    checkpoint_every: int = 10_000
+    wandb: bool = False
+    wandb_project: str = "ssrl"
+    wandb_mode: str = "online"  # "online", "offline" (no account needed) or "disabled"
+    progress: bool = True
+    agent: Any = field(default_factory=SACConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    representation: Any = field(default_factory=RepresentationConfig)
+
+    def resolved_run_dir(self) -> Path:
+        if self.run_dir:
+            return Path(self.run_dir)
+        env = self.env.replace("/", "-")
+        return Path("runs") / env / f"{self.agent.name}-{self.representation.name}" / f"seed{self.seed}"
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "obs": ("pixels", "state", "pixels+state"),
+    "render": ("fast", "dmc"),
+    "wandb_mode": ("online", "offline", "disabled"),
+    "agent.augmentation": ("none", "shift", "crop"),
+}
+POSITIVE = {"size", "frame_stack", "frames", "eval_episodes", "replay_capacity", "eval_every", "checkpoint_every"}
+
+
+# ------------------------------------------------------------------------------------------------ parsing
+def _close(word: str, options: typing.Iterable[str]) -> str:
+    match = difflib.get_close_matches(word, list(options), n=3)
+    return f" Did you mean: {', '.join(match)}?" if match else ""
+
+
+def _coerce(key: str, text: str, kind: Any) -> Any:
+    """Convert the command-line string ``text`` to the field type ``kind``."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(kind):
+            try:
+                return _coerce(key, text, option)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}={text!r}: not a valid value ({'; '.join(errors)})")
+    if kind is type(None):
+        if text.lower() in ("none", "null", ""):
+            return None
+        raise ConfigError(f"{key}: expected none")
+    if kind is bool:
+        low = text.lower()
+        if low in ("true", "1", "yes", "on"):
+            return True
+        if low in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{key}={text!r}: expected true or false")
+    if kind is int:
+        try:
+            return int(float(text)) if float(text).is_integer() else int(text)
+        except ValueError:
+            raise ConfigError(f"{key}={text!r}: expected an integer") from None
+    if kind is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{key}={text!r}: expected a number") from None
+    return str(text)
+
+
+def _field_types(obj: Any) -> dict[str, Any]:
+    return typing.get_type_hints(type(obj))
+
+
+def _set(cfg: TrainConfig, key: str, text: str) -> None:
+    parts = key.split(".")
+    target: Any = cfg
+    for depth, part in enumerate(parts):
+        names = [f.name for f in dataclasses.fields(target)]
+        prefix = ".".join(parts[:depth])
+        if part not in names:
+            where = f"in '{prefix}'" if prefix else "in the config"
+            raise ConfigError(f"unknown key '{key}': no '{part}' {where}.{_close(part, names)}")
+        if depth < len(parts) - 1:
+            target = getattr(target, part)
+            if not dataclasses.is_dataclass(target):
+                raise ConfigError(f"unknown key '{key}': '{'.'.join(parts[: depth + 1])}' has no sub-keys")
+    name = parts[-1]
+    if dataclasses.is_dataclass(getattr(target, name)):
+        raise ConfigError(f"'{key}' is a group; set its fields, e.g. {key}.{dataclasses.fields(getattr(target, name))[1].name}=...")
+    setattr(target, name, _coerce(key, text, _field_types(target)[name]))
+
+
+def _select_group(cfg: TrainConfig, group: str, name: str) -> None:
+    options = GROUPS[group]
+    if name not in options:
+        raise ConfigError(f"unknown {group} '{name}'. Choose one of: {', '.join(options)}.{_close(name, options)}")
+    setattr(cfg, group, options[name]())
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Check values that types alone cannot."""
+    for key, allowed in CHOICES.items():
+        obj: Any = cfg
+        for part in key.split("."):
+            obj = getattr(obj, part, None)
+        if obj is not None and obj not in allowed:
+            raise ConfigError(f"{key}={obj!r}: choose one of {', '.join(allowed)}")
+    for key in POSITIVE:
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"{key}={getattr(cfg, key)}: must be positive")
+    for key in ("seed_frames", "action_repeat", "threads"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"{key}={getattr(cfg, key)}: must be >= 0")
+    if cfg.agent.batch_size <= 0 or cfg.agent.n_step <= 0:
+        raise ConfigError("agent.batch_size and agent.n_step must be positive")
+    if "/" not in cfg.env:
+        raise ConfigError(f"env={cfg.env!r}: expected '<suite>/<task>', e.g. dmc/cheetah-run or gym/Hopper-v5")
+
+
+def parse_overrides(args: list[str], base: TrainConfig | None = None) -> TrainConfig:
+    """Build a config from ``key=value`` strings. Group selections (``agent=drqv2``) apply first."""
+    cfg = base if base is not None else TrainConfig()
+    pairs = []
+    for arg in args:
+        if "=" not in arg:
+            raise ConfigError(f"expected key=value, got '{arg}'")
+        key, value = arg.split("=", 1)
+        pairs.append((key.strip(), value.strip()))
+    for key, value in pairs:
+        if key in GROUPS:
+            _select_group(cfg, key, value)
+    for key, value in pairs:
+        if key not in GROUPS:
+            _set(cfg, key, value)
+    validate(cfg)
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------ serialisation
+def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Rebuild a config from :func:`to_dict` output (e.g. a run's ``config.yaml``), checking every key."""
+    data = dict(data)
+    cfg = TrainConfig()
+    for group in GROUPS:
+        if isinstance(data.get(group), dict):
+            _select_group(cfg, group, data[group].get("name", getattr(cfg, group).name))
+    args = []
+
+    def flatten(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                flatten(f"{prefix}.{k}" if prefix else k, v)
+        elif not prefix.endswith(".name"):
+            args.append((prefix, value))
+
+    flatten("", data)
+    for key, value in args:
+        _set(cfg, key, "none" if value is None else str(value))
+    validate(cfg)
+    return cfg
+
+
+def save(cfg: TrainConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def load(path: Path) -> TrainConfig:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys")
+    return from_dict(data)
+
+
+def diff(a: TrainConfig, b: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """Keys whose values differ between two configs, as ``{dotted_key: (a_value, b_value)}``."""
+    out: dict[str, tuple[Any, Any]] = {}
+
+    def walk(prefix: str, x: Any, y: Any) -> None:
+        if isinstance(x, dict) and isinstance(y, dict):
+            for k in sorted(set(x) | set(y)):
+                walk(f"{prefix}.{k}" if prefix else k, x.get(k), y.get(k))
+        elif x != y:
+            out[prefix] = (x, y)
+
+    walk("", to_dict(a), to_dict(b))
+    return out

@@ -1,0 +1,85 @@
+"""Run logging: CSV files always (``train.csv``, ``eval.csv``), wandb when asked. Keys are namespaced
+``train/...`` and ``eval/...`` in wandb; turning wandb off changes nothing else."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+
+class CSVLog:
+    """An append-only CSV whose header grows when new keys appear (the file is rewritten then)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fields: list[str] = []
+        if path.exists():
+            with path.open(newline="") as f:
+                self.fields = next(csv.reader(f), [])
+
+    def rows(self) -> list[dict[str, str]]:
+        if not self.path.exists():
+            return []
+        with self.path.open(newline="") as f:
+            return list(csv.DictReader(f))
+
+    def _rewrite(self, rows: list[dict[str, Any]]) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, self.fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        tmp.replace(self.path)
+
+    def write(self, row: dict[str, Any]) -> None:
+        new = [k for k in row if k not in self.fields]
+        if new or not self.path.exists():
+            self.fields += new
+            self._rewrite(self.rows())
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, self.fields).writerow(row)
+
+    def truncate_after(self, frame: int) -> None:
+        """Drop rows logged after ``frame`` (they belong to work a resumed run redoes)."""
+        if self.path.exists():
+            self._rewrite([r for r in self.rows() if float(r["frame"]) <= frame])
+
+
+class Logger:
+    """Writes ``<run_dir>/<namespace>.csv`` and, optionally, the same rows to wandb."""
+
+    def __init__(self, run_dir: Path, wandb_run: Any = None) -> None:
+        self.csv = {ns: CSVLog(run_dir / f"{ns}.csv") for ns in ("train", "eval")}
+        self.wandb_run = wandb_run
+
+    def log(self, namespace: str, row: dict[str, Any]) -> None:
+        for key, value in row.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise FloatingPointError(f"{namespace}/{key} is {value} at frame {row.get('frame')}: training diverged")
+        self.csv[namespace].write(row)
+        if self.wandb_run is not None:
+            self.wandb_run.log({f"{namespace}/{k}": v for k, v in row.items()}, step=int(row["frame"]))
+
+    def truncate_after(self, frame: int) -> None:
+        for log in self.csv.values():
+            log.truncate_after(frame)
+
+    def close(self) -> None:
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+
+
+def start_wandb(run_dir: Path, config: dict[str, Any], project: str, mode: str, name: str, tags: list[str]) -> Any:
+    """Start (or resume, by the id stored in the run directory) a wandb run. ``mode="offline"`` needs no
+    account; sync later with ``wandb sync <run_dir>/wandb``."""
+    try:
+        import wandb
+    except ImportError:
+        raise ImportError("wandb=true needs wandb: pip install 'ssrl[wandb]'") from None
+    id_file = run_dir / "wandb_id.txt"
+    run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+    id_file.write_text(run_id)
+    return wandb.init(project=project, dir=str(run_dir), config=config, id=run_id, resume="allow", mode=mode,
+                      name=name, group=config.get("env"), tags=tags)

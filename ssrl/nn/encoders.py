@@ -1,0 +1,85 @@
+"""Observation encoders, built from a gymnasium observation space (SB3's features-extractor idea).
+
+Every encoder maps a batch of observations to ``features_dim`` features in [-1, 1] (LayerNorm + tanh, as in
+SAC-AE/CURL). Pixel encoders take uint8 (or float in [0, 255]) channels-first images and normalise inside.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from ssrl.config import EncoderConfig
+from ssrl.nn.utils import orthogonal_init
+
+
+def is_image_space(space: gym.Space) -> bool:
+    return isinstance(space, gym.spaces.Box) and len(space.shape) == 3 and space.dtype == "uint8"
+
+
+class PixelEncoder(nn.Module):
+    """SAC-AE/CURL encoder: ``num_layers`` 3x3 convs of ``num_filters`` (first stride 2), then
+    Linear -> LayerNorm -> tanh to ``feature_dim``."""
+
+    def __init__(self, space: gym.spaces.Box, cfg: EncoderConfig) -> None:
+        super().__init__()
+        assert is_image_space(space), f"PixelEncoder needs a uint8 (C, H, W) Box space, got {space}"
+        channels, height, width = space.shape
+        assert height >= 16 and width >= 16, f"images of {height}x{width} are too small for the conv stack"
+        layers: list[nn.Module] = [nn.Conv2d(channels, cfg.num_filters, 3, stride=2), nn.ReLU()]
+        for _ in range(cfg.num_layers - 1):
+            layers += [nn.Conv2d(cfg.num_filters, cfg.num_filters, 3, stride=1), nn.ReLU()]
+        self.convs = nn.Sequential(*layers, nn.Flatten())
+        with torch.no_grad():
+            flat_dim = self.convs(torch.zeros(1, *space.shape)).shape[1]
+        self.head = nn.Sequential(nn.Linear(flat_dim, cfg.feature_dim), nn.LayerNorm(cfg.feature_dim), nn.Tanh())
+        self.features_dim = cfg.feature_dim
+        self.apply(orthogonal_init)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.convs(obs.float() / 255.0 - 0.5))
+
+
+class StateEncoder(nn.Module):
+    """MLP for state vectors: Linear -> ReLU -> Linear -> LayerNorm -> tanh."""
+
+    def __init__(self, space: gym.spaces.Box, cfg: EncoderConfig) -> None:
+        super().__init__()
+        assert len(space.shape) == 1, f"StateEncoder needs a flat Box space, got shape {space.shape}"
+        self.net = nn.Sequential(
+            nn.Linear(space.shape[0], cfg.state_hidden_dim),
+            nn.ReLU(),
+            nn.Linear(cfg.state_hidden_dim, cfg.feature_dim),
+            nn.LayerNorm(cfg.feature_dim),
+            nn.Tanh(),
+        )
+        self.features_dim = cfg.feature_dim
+        self.apply(orthogonal_init)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs.float())
+
+
+class MultiEncoder(nn.Module):
+    """One encoder per entry of a Dict space; features are concatenated in key order."""
+
+    def __init__(self, space: gym.spaces.Dict, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleDict({key: make_encoder(sub, cfg) for key, sub in space.spaces.items()})
+        self.features_dim = sum(e.features_dim for e in self.encoders.values())
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([enc(obs[key]) for key, enc in self.encoders.items()], dim=-1)
+
+
+def make_encoder(space: gym.Space, cfg: EncoderConfig) -> nn.Module:
+    """The encoder for ``space``: pixels -> :class:`PixelEncoder`, vectors -> :class:`StateEncoder`,
+    dicts -> :class:`MultiEncoder`."""
+    if isinstance(space, gym.spaces.Dict):
+        return MultiEncoder(space, cfg)
+    if is_image_space(space):
+        return PixelEncoder(space, cfg)
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+        return StateEncoder(space, cfg)
+    raise ValueError(f"no encoder for observation space {space}: expected uint8 (C,H,W) images, vectors or a Dict")

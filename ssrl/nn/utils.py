@@ -1,0 +1,65 @@
+"""Small network helpers shared by agents and representation modules."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+
+def mlp(in_dim: int, hidden_dim: int, out_dim: int, depth: int = 2) -> nn.Sequential:
+    """``depth`` hidden ReLU layers of ``hidden_dim`` units, then a linear output."""
+    layers: list[nn.Module] = []
+    dim = in_dim
+    for _ in range(depth):
+        layers += [nn.Linear(dim, hidden_dim), nn.ReLU(inplace=True)]
+        dim = hidden_dim
+    layers.append(nn.Linear(dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+def orthogonal_init(module: nn.Module) -> None:
+    """DrQ-v2's initialisation: orthogonal weights (ReLU gain for convs), zero biases."""
+    if isinstance(module, nn.Linear):
+        nn.init.orthogonal_(module.weight.data)
+        if module.bias is not None:
+            module.bias.data.fill_(0.0)
+    elif isinstance(module, nn.Conv2d):
+        nn.init.orthogonal_(module.weight.data, nn.init.calculate_gain("relu"))
+        if module.bias is not None:
+            module.bias.data.fill_(0.0)
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """``target <- tau * source + (1 - tau) * target`` (an EMA of the source's parameters)."""
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A deep copy with gradients off: the start of an EMA target network."""
+    import copy
+
+    target = copy.deepcopy(module)
+    target.requires_grad_(False)
+    return target
+
+
+_SCHEDULE = re.compile(r"^\s*linear\(\s*([^,]+),\s*([^,]+),\s*([^)]+)\)\s*$")
+
+
+def schedule(spec: str | float, frame: int) -> float:
+    """Evaluate a schedule at ``frame``: a constant (``"0.2"``) or ``"linear(start,end,duration_frames)"``."""
+    if isinstance(spec, (int, float)):
+        return float(spec)
+    try:
+        return float(spec)
+    except ValueError:
+        pass
+    match = _SCHEDULE.match(spec)
+    if not match:
+        raise ValueError(f"bad schedule '{spec}': expected a number or 'linear(start,end,duration_frames)'")
+    start, end, duration = (float(g) for g in match.groups())
+    mix = min(max(frame / duration, 0.0), 1.0)
+    return (1.0 - mix) * start + mix * end
