@@ -25,7 +25,7 @@ from ssrl import config as config_lib
 from ssrl.agents import OffPolicyAgent, make_agent
 from ssrl.config import TrainConfig
 from ssrl.data import ReplayBuffer
-from ssrl.envs import make
+from ssrl.envs import default_action_repeat, make
 from ssrl.errors import CheckpointError, ConfigError
 from ssrl.experiments.logger import Logger, start_wandb
 
@@ -86,6 +86,10 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
+        try:
+            default_action_repeat(cfg.env)  # an unknown task fails here, before anything is written
+        except ValueError as e:
+            raise ConfigError(f"env: {e}") from None
         self.run_dir = cfg.resolved_run_dir()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         stored = self._stored_state()
