@@ -2,7 +2,8 @@
 
     python benchmarks/bench_env.py [--task dmc/cheetah-run] [--steps 500]
 
-Each pixel step renders once (after its action repeat); state steps never render. The\noffscreen buffer is max(size, render_size) (256 by default); one row shrinks it to `size`.
+Each pixel step renders once (after its action repeat); state steps never render. The offscreen buffer is
+max(size, render_size): `size` by default; one row grows it to 256 (as when videos are recorded).
 Prints a table and writes benchmarks/results/env.json.
 """
 
@@ -53,8 +54,8 @@ def main() -> None:
     action_repeat = args.action_repeat or ssrl.envs.default_action_repeat(args.task)
     runs = {
         "pixels, render=fast": dict(obs="pixels", render="fast", steps=args.steps),
-        # The offscreen buffer is max(size, render_size); this row sizes it to the observation.
-        "pixels, render=fast, buffer=size": dict(obs="pixels", render="fast", render_size=args.size, steps=args.steps),
+        # The offscreen buffer is max(size, render_size); this row grows it to a video's 256x256.
+        "pixels, render=fast, buffer=256": dict(obs="pixels", render="fast", render_size=256, steps=args.steps),
         "pixels, render=dmc": dict(obs="pixels", render="dmc", steps=args.steps),
         "state (no rendering)": dict(obs="state", steps=10 * args.steps),
     }

@@ -22,6 +22,9 @@ commands:
 """
 
 
+VIDEO_SIZE = 256
+
+
 def _eval(args: list[str]) -> int:
     import imageio.v2 as imageio
     import numpy as np
@@ -37,8 +40,8 @@ def _eval(args: list[str]) -> int:
     if not opts["run_dir"]:
         raise ConfigError("ssrl eval needs run_dir=<path of a training run>")
     run_dir = Path(opts["run_dir"])
-    cfg, agent, env = load_run(run_dir, opts["device"])
     want_video = opts["video"].lower() not in ("false", "0", "no", "")
+    cfg, agent, env = load_run(run_dir, opts["device"], render_size=VIDEO_SIZE if want_video else None)
     frames: list[np.ndarray] | None = [] if want_video else None
     returns = evaluate(agent, env, int(opts["episodes"]), cfg.seed + 10_000, 0, frames)
     print(f"{cfg.env}: mean return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} episodes")

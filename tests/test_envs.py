@@ -38,7 +38,7 @@ def test_env_checker(env_id, obs):
 
 
 def test_pixel_layout_and_frame_stack():
-    env = ssrl.envs.make("dmc/cheetah-run", obs="pixels", size=SIZE, frame_stack=3, seed=0)
+    env = ssrl.envs.make("dmc/cheetah-run", obs="pixels", size=SIZE, frame_stack=3, seed=0, render_size=256)
     obs, info = env.reset()
     assert obs.shape == (9, SIZE, SIZE) and obs.dtype == np.uint8
     assert env.observation_space.contains(obs)

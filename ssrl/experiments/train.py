@@ -47,9 +47,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_env(cfg: TrainConfig) -> gym.Env:
+def make_env(cfg: TrainConfig, render_size: int | None = None) -> gym.Env:
+    """The run's environment; ``render_size`` sets the side of ``env.render()`` video frames (default: ``size``)."""
     return make(cfg.env, obs=cfg.obs, size=cfg.size, frame_stack=cfg.frame_stack,
-                action_repeat=cfg.action_repeat or None, render=cfg.render)
+                action_repeat=cfg.action_repeat or None, render=cfg.render, render_size=render_size)
 
 
 @dataclass
@@ -253,14 +254,15 @@ class Trainer:
         return row
 
 
-def load_run(run_dir: Path, device: str = "auto") -> tuple[TrainConfig, OffPolicyAgent, gym.Env]:
+def load_run(run_dir: Path, device: str = "auto", render_size: int | None = None
+             ) -> tuple[TrainConfig, OffPolicyAgent, gym.Env]:
     """The config, agent (from the latest checkpoint) and an env of a finished or running run."""
     cfg_path, ckpt_path = run_dir / "config.yaml", run_dir / CHECKPOINT
     for path in (cfg_path, ckpt_path):
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: is {run_dir} an ssrl run directory?")
     cfg = config_lib.load(cfg_path)
-    env = make_env(cfg)
+    env = make_env(cfg, render_size)
     agent = make_agent(cfg, env.observation_space, env.action_space, resolve_device(device))
     try:
         state = torch.load(ckpt_path, map_location=agent.device, weights_only=True)
