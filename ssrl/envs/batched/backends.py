@@ -1,0 +1,158 @@
+"""Batched MuJoCo simulators behind one small interface, with live torch views of their fields.
+
+Both backends step like dm_control's `Physics.step` (its "legacy step"): after a step, position- and
+velocity-dependent fields (xpos, xmat, sensors up to the velocity stage) describe the new state, and
+acceleration-stage sensors (touch) the state before the last substep.
+
+- `CpuSim`: MuJoCo C, `mujoco.batch.Batch` (one persistent MjData per env on a thread pool; bit-identical
+  to stepping each MjData alone). Its fields are float64 numpy arrays that torch tensors share.
+- `WarpSim`: MuJoCo Warp (float32, CUDA or warp's CPU device); fields are zero-copy torch tensors.
+
+Episode initialisation (dm_control's `initialize_episode`: random joints, rejection of penetrating
+states, settling steps) always runs on a `CpuSim`; `WarpSim.load` copies the new states in.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import mujoco
+import mujoco.batch
+import numpy as np
+import torch
+
+# Fields the tasks read, with their shape per env (-1: flattened by the backend's own layout).
+_MAT_FIELDS = ("xmat", "geom_xmat", "site_xmat", "ximat")
+
+
+class CpuSim:
+    """`num_envs` simulations of `model` on MuJoCo C's batch thread pool (`num_threads` 0: all CPUs)."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, model: mujoco.MjModel, num_envs: int, num_threads: int = 0) -> None:
+        self.model = model
+        self.num_envs = num_envs
+        self.batch = mujoco.batch.Batch(model, num_envs, num_threads, persistent=True)
+        self._views: dict[str, torch.Tensor] = {}
+
+    def array(self, name: str) -> np.ndarray:
+        """A live (num_envs, ...) float64 numpy view of an MjData field (matrices as (..., 9))."""
+        return self.batch.bind(name)
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """A live torch view of `array(name)` (shares memory)."""
+        if name not in self._views:
+            with warnings.catch_warnings():  # derived fields are read-only arrays; the tasks only read them
+                warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+                self._views[name] = torch.from_numpy(self.array(name))
+        return self._views[name]
+
+    def reset(self, ids: np.ndarray) -> None:
+        """mj_resetData on `ids` without computing anything; write the state, then `forward(ids)`."""
+        self.batch.reset(ids, stage=mujoco.mjtStage.mjSTAGE_NONE)
+
+    def forward(self, ids: np.ndarray | None = None) -> None:
+        """mj_forward on `ids` (all by default)."""
+        self.batch.forward(ids)
+
+    def settle(self, ids: np.ndarray, nstep: int) -> None:
+        """`nstep` plain mj_steps of `ids` (dm_control's `physics.step(n)` during initialisation)."""
+        self.batch.step(ids, nstep=nstep)
+
+    def step(self, nstep: int) -> np.ndarray:
+        """Advances every env `nstep` substeps with its current ctrl; returns the ids that failed.
+
+        MuJoCo errors (`mujoco.batch.SimulationError`) leave a failed env's state as it was; the
+        caller ends those episodes.
+        """
+        try:
+            self.batch.step(nstep=nstep, stage=mujoco.mjtStage.mjSTAGE_VEL)
+        except mujoco.batch.SimulationError as error:
+            return np.asarray(error.ids)
+        return np.zeros(0, np.int64)
+
+    def set_ctrl(self, ctrl: torch.Tensor) -> None:
+        """Writes every env's controls."""
+        self.tensor("ctrl").copy_(ctrl)
+
+    def load(self, source: CpuSim, ids: np.ndarray) -> None:
+        """Nothing to do: a CPU backend initialises episodes in place (`source is self`)."""
+        assert source is self
+
+
+class WarpSim:
+    """`num_envs` worlds of `model` in MuJoCo Warp on `device` ("cuda" or "cpu", i.e. warp's CPU device).
+
+    Raises ImportError naming the `gpu` extra when mujoco-warp is not installed.
+    """
+
+    def __init__(self, model: mujoco.MjModel, num_envs: int, device: str | torch.device = "cuda") -> None:
+        try:
+            import mujoco_warp as mjw
+            import warp as wp
+        except ImportError as error:
+            raise ImportError(
+                "backend='warp' needs MuJoCo Warp: pip install 'ssrl[gpu]' (mujoco-warp, warp-lang)"
+            ) from error
+        self.device = torch.device(device)
+        self.model = model
+        self.num_envs = num_envs
+        self._mjw, self._wp = mjw, wp
+        self._wp_device = "cpu" if self.device.type == "cpu" else f"cuda:{self.device.index or 0}"
+        data = mujoco.MjData(model)
+        mujoco.mj_forward(model, data)
+        with wp.ScopedDevice(self._wp_device):
+            self._m = mjw.put_model(model)
+            self._d = mjw.put_data(model, data, nworld=num_envs)
+        self._views: dict[str, torch.Tensor] = {}
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """A zero-copy (num_envs, ...) float32 torch view of a Warp Data field (matrices as (..., 9))."""
+        if name not in self._views:
+            view = self._wp.to_torch(getattr(self._d, name))
+            if name in _MAT_FIELDS:
+                view = view.reshape(self.num_envs, -1, 9)
+            self._views[name] = view
+        return self._views[name]
+
+    def set_ctrl(self, ctrl: torch.Tensor) -> None:
+        """Writes every world's controls."""
+        self.tensor("ctrl").copy_(ctrl)
+
+    def step(self, nstep: int) -> np.ndarray:
+        """dm_control's legacy step: mj_step2 (mj_step for RK4), nstep-1 mj_steps, mj_step1.
+
+        Failures are not detected.
+        """
+        rk4 = self.model.opt.integrator == mujoco.mjtIntegrator.mjINT_RK4
+        with self._wp.ScopedDevice(self._wp_device):
+            (self._mjw.step if rk4 else self._mjw.step2)(self._m, self._d)
+            for _ in range(nstep - 1):
+                self._mjw.step(self._m, self._d)
+            self._mjw.step1(self._m, self._d)
+        return np.zeros(0, np.int64)
+
+    def load(self, source: CpuSim, ids: np.ndarray) -> None:
+        """Copies the states of `ids` from `source` (fresh episodes), then recomputes every world's forward."""
+        index = torch.as_tensor(ids, device=self.device)
+        for name in ("qpos", "qvel", "ctrl", "act", "time"):
+            if name == "act" and self.model.na == 0:
+                continue
+            target = self.tensor(name)
+            target[index] = torch.from_numpy(source.array(name)[ids]).to(self.device, target.dtype)
+        with self._wp.ScopedDevice(self._wp_device):
+            self._mjw.forward(self._m, self._d)
+
+
+def make_sim(
+    model: mujoco.MjModel, num_envs: int, backend: str, device: torch.device, num_threads: int
+) -> tuple[Any, CpuSim]:
+    """The stepping backend and the CPU sim that initialises its episodes (the same object on CPU)."""
+    if backend == "cpu":
+        sim = CpuSim(model, num_envs, num_threads)
+        return sim, sim
+    if backend == "warp":
+        return WarpSim(model, num_envs, device), CpuSim(model, num_envs, num_threads)
+    raise ValueError(f"backend must be 'auto', 'cpu' or 'warp', got {backend!r}")
