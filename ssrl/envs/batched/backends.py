@@ -107,6 +107,7 @@ class WarpSim:
             self._m = mjw.put_model(model)
             self._d = mjw.put_data(model, data, nworld=num_envs)
         self._views: dict[str, torch.Tensor] = {}
+        self._graphs: dict[int, Any] = {}
 
     def tensor(self, name: str) -> torch.Tensor:
         """A zero-copy (num_envs, ...) float32 torch view of a Warp Data field (matrices as (..., 9))."""
@@ -124,15 +125,32 @@ class WarpSim:
     def step(self, nstep: int) -> np.ndarray:
         """dm_control's legacy step: mj_step2 (mj_step for RK4), nstep-1 mj_steps, mj_step1.
 
+        On CUDA the kernels run on torch's current stream, captured once per `nstep` as a CUDA graph.
         Failures are not detected.
         """
-        rk4 = self.model.opt.integrator == mujoco.mjtIntegrator.mjINT_RK4
-        with self._wp.ScopedDevice(self._wp_device):
-            (self._mjw.step if rk4 else self._mjw.step2)(self._m, self._d)
-            for _ in range(nstep - 1):
-                self._mjw.step(self._m, self._d)
-            self._mjw.step1(self._m, self._d)
+        with self._scope():
+            if self.device.type != "cuda":
+                self._step(nstep)
+            else:
+                if nstep not in self._graphs:
+                    with self._wp.ScopedCapture() as capture:
+                        self._step(nstep)
+                    self._graphs[nstep] = capture.graph
+                self._wp.capture_launch(self._graphs[nstep])
         return np.zeros(0, np.int64)
+
+    def _step(self, nstep: int) -> None:
+        rk4 = self.model.opt.integrator == mujoco.mjtIntegrator.mjINT_RK4
+        (self._mjw.step if rk4 else self._mjw.step2)(self._m, self._d)
+        for _ in range(nstep - 1):
+            self._mjw.step(self._m, self._d)
+        self._mjw.step1(self._m, self._d)
+
+    def _scope(self) -> Any:
+        """Warp's device, and on CUDA torch's current stream, so that torch sees finished results."""
+        if self.device.type != "cuda":
+            return self._wp.ScopedDevice(self._wp_device)
+        return self._wp.ScopedStream(self._wp.stream_from_torch(torch.cuda.current_stream(self.device)))
 
     def load(self, source: CpuSim, ids: np.ndarray) -> None:
         """Copies the states of `ids` from `source` (fresh episodes), then recomputes every world's forward."""
@@ -142,7 +160,7 @@ class WarpSim:
                 continue
             target = self.tensor(name)
             target[index] = torch.from_numpy(source.array(name)[ids]).to(self.device, target.dtype)
-        with self._wp.ScopedDevice(self._wp_device):
+        with self._scope():
             self._mjw.forward(self._m, self._d)
 
 
