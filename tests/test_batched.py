@@ -11,7 +11,7 @@ from ssrl.envs.batched import list_batched_tasks, make_batched
 from ssrl.envs.batched.rewards import tolerance
 
 PARITY_TASKS = ["cartpole-swingup", "cartpole-balance", "cheetah-run", "walker-walk", "walker-run", "reacher-easy",
-                "finger-spin", "hopper-hop", "hopper-stand"]  # fmt: skip
+                "finger-spin", "hopper-hop", "hopper-stand", "quadruped-run", "humanoid-walk"]  # fmt: skip
 
 
 def copy_state_into(env: object, batched: object, index: int) -> np.ndarray:
@@ -22,6 +22,8 @@ def copy_state_into(env: object, batched: object, index: int) -> np.ndarray:
     with physics.reset_context():
         physics.data.qpos[:] = sim.array("qpos")[index]
         physics.data.qvel[:] = sim.array("qvel")[index]
+        if physics.model.na:
+            physics.data.act[:] = sim.array("act")[index]
         if hasattr(batched.task, "target"):  # type: ignore[attr-defined]
             physics.named.model.geom_pos["target", :2] = batched.task.target[index].numpy()  # type: ignore
     return dmc._state(dmc._env.task.get_observation(physics))
@@ -113,7 +115,7 @@ def test_seed_determinism() -> None:
     assert not torch.equal(rollout(3), rollout(4))
 
 
-@pytest.mark.parametrize("task", ["cheetah-run", "cartpole-swingup", "hopper-hop"])
+@pytest.mark.parametrize("task", ["cheetah-run", "cartpole-swingup", "hopper-hop", "quadruped-run", "humanoid-walk"])
 def test_initial_state_distribution_matches_dm_control(task: str) -> None:
     from dm_control import suite
 

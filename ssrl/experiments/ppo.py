@@ -34,6 +34,7 @@ class PPORunConfig:
     backend: str = "auto"  # cpu | warp | auto (see ssrl.envs.batched.make_batched)
     action_repeat: int = 0  # 0: the task's default
     threads: int = 0  # CPU threads for physics (0: all)
+    torch_threads: int = 1  # torch intra-op threads on CPU (0: torch's default); more oversubscribe the physics pool
     run_dir: str = ""  # default runs/ppo/<env>/<seed>
     agent: PPOConfig = dataclasses.field(default_factory=PPOConfig)
 
@@ -56,6 +57,8 @@ def parse_ppo_overrides(args: list[str]) -> PPORunConfig:
 def train_ppo(cfg: PPORunConfig, verbose: bool = True) -> list[dict[str, Any]]:
     """Trains PPO for `cfg.frames` env frames; returns the logged rows."""
     torch.manual_seed(cfg.seed)
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           "cpu" if cfg.device == "auto" else cfg.device)  # fmt: skip
     env = make_batched(cfg.env, cfg.num_envs, device=device, backend=cfg.backend, seed=cfg.seed,

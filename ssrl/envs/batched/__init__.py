@@ -31,12 +31,17 @@ def list_batched_tasks() -> list[str]:
     return [f"dmc/{name}" for name in TASKS]
 
 
-def load_model(domain: str) -> mujoco.MjModel:
-    """The dm_control suite's MJCF model of `domain`, compiled by MuJoCo."""
-    with gl.context_errors():
-        from dm_control import suite
-    xml, assets = getattr(suite, domain).get_model_and_assets()
-    return mujoco.MjModel.from_xml_string(xml, assets)
+def load_model(env_id: str) -> mujoco.MjModel:
+    """The MuJoCo model of a batched task: dm_control's MJCF for it, with its once-only edits."""
+    name = env_id.removeprefix("dmc/")
+    if name not in TASKS:
+        raise ValueError(f"Unknown batched env id {env_id!r}; choose one of {', '.join(list_batched_tasks())}")
+    task_cls, kwargs = TASKS[name]
+    with gl.context_errors():  # dm_control binds its GL backend at import
+        xml, assets = task_cls.mjcf(name.split("-")[0], **kwargs)
+    model = mujoco.MjModel.from_xml_string(xml.decode() if isinstance(xml, bytes) else xml, assets)
+    task_cls.configure(model)
+    return model
 
 
 def make_batched(
@@ -62,7 +67,7 @@ def make_batched(
         num_threads: CPU threads of the cpu backend (and of episode initialisation); 0 = all.
     """
     name = env_id.removeprefix("dmc/")
-    if not env_id.startswith("dmc/") or name not in TASKS:
+    if not env_id.startswith("dmc/"):
         raise ValueError(f"Unknown batched env id {env_id!r}; choose one of {', '.join(list_batched_tasks())}")
     if not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
@@ -76,9 +81,8 @@ def make_batched(
         raise ValueError(f"action_repeat must be an integer >= 1, got {action_repeat!r}")
 
     domain, task_name = name.split("-", 1)
+    model = load_model(env_id)
     task_cls, kwargs = TASKS[name]
-    model = load_model(domain)
-    task_cls.configure(model)
     sim, init_sim = make_sim(model, num_envs, backend, device, num_threads)
     task = task_cls(model, num_envs, sim.device, **kwargs)
     with gl.context_errors():

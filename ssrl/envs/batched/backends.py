@@ -27,7 +27,12 @@ _MAT_FIELDS = ("xmat", "geom_xmat", "site_xmat", "ximat")
 
 
 class CpuSim:
-    """`num_envs` simulations of `model` on MuJoCo C's batch thread pool (`num_threads` 0: all CPUs)."""
+    """`num_envs` simulations of `model` on MuJoCo C's batch thread pool (`num_threads` 0: all CPUs).
+
+    The batch is persistent (one MjData per env): dm_control parity needs derived quantities that a
+    shared MjData would not carry between calls (e.g. subtree velocities behind `subtreelinvel`
+    sensors); a shared-MjData batch is ~15% faster here but its cheetah rewards differ.
+    """
 
     device = torch.device("cpu")
 
@@ -36,6 +41,10 @@ class CpuSim:
         self.num_envs = num_envs
         self.batch = mujoco.batch.Batch(model, num_envs, num_threads, persistent=True)
         self._views: dict[str, torch.Tensor] = {}
+        # dm_control computes a reset state with actuation disabled; that matters only for actuators
+        # with a bias (position servos) or activation, whose force is not zero at ctrl = 0.
+        needs_flag = bool((model.actuator_biastype != 0).any() or model.na > 0)
+        self._disableflags = self.batch.expand("opt.disableflags") if needs_flag else None
 
     def array(self, name: str) -> np.ndarray:
         """A live (num_envs, ...) float64 numpy view of an MjData field (matrices as (..., 9))."""
@@ -53,9 +62,21 @@ class CpuSim:
         """mj_resetData on `ids` without computing anything; write the state, then `forward(ids)`."""
         self.batch.reset(ids, stage=mujoco.mjtStage.mjSTAGE_NONE)
 
-    def forward(self, ids: np.ndarray | None = None) -> None:
-        """mj_forward on `ids` (all by default)."""
-        self.batch.forward(ids)
+    def after_reset(self, ids: np.ndarray) -> np.ndarray:
+        """dm_control's `Physics.after_reset`: mj_forward of `ids` with actuation disabled.
+
+        Returns the ids MuJoCo failed on (e.g. a full contact buffer when a body starts in the floor).
+        """
+        if self._disableflags is not None:
+            self._disableflags[ids] = int(self._disableflags[ids[0]]) | mujoco.mjtDisableBit.mjDSBL_ACTUATION
+        try:
+            self.batch.forward(ids)
+            failed = np.zeros(0, np.int64)
+        except mujoco.batch.SimulationError as error:
+            failed = np.asarray(error.ids)
+        if self._disableflags is not None:
+            self._disableflags[ids] = self.model.opt.disableflags
+        return failed
 
     def settle(self, ids: np.ndarray, nstep: int) -> None:
         """`nstep` plain mj_steps of `ids` (dm_control's `physics.step(n)` during initialisation)."""

@@ -126,10 +126,10 @@ class BatchedEnv(gym.vector.VectorEnv[torch.Tensor, torch.Tensor, torch.Tensor])
         self.sim = self.init_sim = None
 
     def _reset_ids(self, ids: np.ndarray) -> None:
-        """dm_control's reset for `ids`: mj_resetData, `initialize_episode`, mj_forward (controls 0)."""
+        """dm_control's reset for `ids`: mj_resetData, `initialize_episode`, `after_reset`."""
         self.init_sim.reset(ids)
         self.task.initialize(self.init_sim, ids, self._rng)
-        self.init_sim.forward(ids)
+        self.init_sim.after_reset(ids)
         self.sim.load(self.init_sim, ids)
 
     def _observe(self) -> torch.Tensor:

@@ -49,15 +49,13 @@ def randomize_limited_and_rotational_joints(
             qpos[ids, adr + 3 : adr + 7] = quat / np.linalg.norm(quat, axis=1, keepdims=True)
 
 
-def reject_contacts(
-    sim: CpuSim, ids: np.ndarray, sample: Any, max_attempts: int = 1000
-) -> None:
-    """Calls `sample(ids)` and `forward` until no env of `ids` has a contact (dm_control's rejection loop)."""
+def reject_contacts(sim: CpuSim, ids: np.ndarray, sample: Any, max_attempts: int = 1000) -> None:
+    """Calls `sample(pending)` and `after_reset` until no env of `ids` has a contact (dm_control's loops)."""
     pending = ids
     for _ in range(max_attempts):
         sample(pending)
-        sim.forward(pending)
-        pending = pending[sim.array("ncon")[pending] > 0]
+        failed = sim.after_reset(pending)
+        pending = pending[(sim.array("ncon")[pending] > 0) | np.isin(pending, failed)]
         if len(pending) == 0:
             return
     raise RuntimeError(f"No collision-free state after {max_attempts} attempts for {len(pending)} envs")
@@ -68,6 +66,13 @@ class Task:
 
     def __init__(self, model: mujoco.MjModel, num_envs: int, device: torch.device) -> None:
         self.model, self.num_envs, self.device = model, num_envs, device
+
+    @staticmethod
+    def mjcf(domain: str, **kwargs: Any) -> tuple[str | bytes, dict[str, bytes]]:
+        """The task's MJCF and assets, as dm_control builds them."""
+        from dm_control import suite
+
+        return getattr(suite, domain).get_model_and_assets()
 
     @staticmethod
     def configure(model: mujoco.MjModel) -> None:
@@ -264,6 +269,111 @@ class Hopper(Task):
         return standing * (control + 4) / 5
 
 
+def _in_frame(vectors: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+    """dm_control's `vectors.dot(frame)`: (N, K, 3) world vectors in a body frame given as (N, 9) xmat."""
+    return torch.einsum("nki,nij->nkj", vectors, frame.reshape(-1, 3, 3))
+
+
+class Quadruped(Task):
+    """quadruped-{walk,run} (dm_control's `Move`)."""
+
+    def __init__(self, model: mujoco.MjModel, num_envs: int, device: torch.device, *, speed: float) -> None:
+        super().__init__(model, num_envs, device)
+        self.speed = speed
+        self.torso, self.root = self._body("torso"), self._qpos("root")
+        hinges = np.flatnonzero(model.jnt_type == int(mujoco.mjtJoint.mjJNT_HINGE))
+        self.hinge_qpos, self.hinge_qvel = model.jnt_qposadr[hinges].tolist(), model.jnt_dofadr[hinges].tolist()
+        kinds = mujoco.mjtSensor
+
+        def columns(*types: Any) -> list[int]:
+            sensors = np.flatnonzero(np.isin(model.sensor_type, [int(t) for t in types]))
+            return self._sensor(*(model.sensor(int(i)).name for i in sensors))
+
+        self.imu = columns(kinds.mjSENS_GYRO, kinds.mjSENS_ACCELEROMETER)
+        self.force_torque = columns(kinds.mjSENS_FORCE, kinds.mjSENS_TORQUE)
+        self.velocimeter = self._sensor("velocimeter")
+
+    @staticmethod
+    def mjcf(domain: str, **kwargs: Any) -> tuple[str | bytes, dict[str, bytes]]:
+        from dm_control.suite import common, quadruped
+
+        return quadruped.make_model(floor_size=20 * kwargs["speed"]), common.ASSETS  # 20 s time limit
+
+    def initialize(self, sim: CpuSim, ids: np.ndarray, rng: np.random.Generator) -> None:
+        """A random orientation, raised from the floor in 1 cm steps until nothing touches."""
+        orientation = rng.standard_normal((len(ids), 4))
+        orientation /= np.linalg.norm(orientation, axis=1, keepdims=True)
+        height = np.zeros(len(ids))
+        pending = np.arange(len(ids))  # positions in ids
+        for _ in range(10000):
+            envs = ids[pending]
+            sim.reset(envs)
+            qpos = sim.array("qpos")
+            qpos[envs, self.root : self.root + 2] = 0.0
+            qpos[envs, self.root + 2] = height[pending]
+            qpos[envs, self.root + 3 : self.root + 7] = orientation[pending]
+            failed = sim.after_reset(envs)
+            height[pending] += 0.01
+            pending = pending[(sim.array("ncon")[envs] > 0) | np.isin(envs, failed)]
+            if len(pending) == 0:
+                return
+        raise RuntimeError("Failed to find a non-contacting configuration.")
+
+    def observe(self, sim: Any) -> torch.Tensor:
+        data = sim.tensor("sensordata")
+        act = sim.tensor("act")
+        return torch.cat([
+            sim.tensor("qpos")[:, self.hinge_qpos], sim.tensor("qvel")[:, self.hinge_qvel], act,
+            data[:, self.velocimeter], sim.tensor("xmat")[:, self.torso, 8:9], data[:, self.imu],
+            torch.asinh(data[:, self.force_torque]),
+        ], 1)  # fmt: skip
+
+    def reward(self, sim: Any) -> torch.Tensor:
+        upright = tolerance(sim.tensor("xmat")[:, self.torso, 8], (1.0, INF), sigmoid="linear", margin=2.0,
+                            value_at_margin=0)  # fmt: skip
+        forward = sim.tensor("sensordata")[:, self.velocimeter[0]]
+        move = tolerance(forward, (self.speed, INF), margin=self.speed, value_at_margin=0.5, sigmoid="linear")
+        return upright * move
+
+
+class Humanoid(Task):
+    """humanoid-{stand,walk,run} (features, not `pure_state`)."""
+
+    def __init__(self, model: mujoco.MjModel, num_envs: int, device: torch.device, *, move_speed: float) -> None:
+        super().__init__(model, num_envs, device)
+        self.move_speed = move_speed
+        self.torso, self.head = self._body("torso"), self._body("head")
+        self.limbs = [self._body(f"{side}_{limb}") for side in ("left", "right") for limb in ("hand", "foot")]
+        self.com_velocity = self._sensor("torso_subtreelinvel")
+
+    def initialize(self, sim: CpuSim, ids: np.ndarray, rng: np.random.Generator) -> None:
+        qpos = sim.array("qpos")
+        reject_contacts(sim, ids, lambda pending: randomize_limited_and_rotational_joints(self.model, qpos,
+                                                                                          pending, rng),
+                        max_attempts=100000)  # fmt: skip
+
+    def observe(self, sim: Any) -> torch.Tensor:
+        xpos, xmat = sim.tensor("xpos"), sim.tensor("xmat")
+        extremities = _in_frame(xpos[:, self.limbs] - xpos[:, self.torso : self.torso + 1], xmat[:, self.torso])
+        return torch.cat([
+            sim.tensor("qpos")[:, 7:], xpos[:, self.head, 2:3], extremities.flatten(1),
+            xmat[:, self.torso, 6:9], sim.tensor("sensordata")[:, self.com_velocity], sim.tensor("qvel"),
+        ], 1)  # fmt: skip
+
+    def reward(self, sim: Any) -> torch.Tensor:
+        xmat = sim.tensor("xmat")
+        standing = tolerance(sim.tensor("xpos")[:, self.head, 2], (1.4, INF), margin=1.4 / 4)
+        upright = tolerance(xmat[:, self.torso, 8], (0.9, INF), sigmoid="linear", margin=1.9, value_at_margin=0)
+        control = tolerance(sim.tensor("ctrl"), margin=1, value_at_margin=0, sigmoid="quadratic").mean(1)
+        small_control = (4 + control) / 5
+        horizontal = sim.tensor("sensordata")[:, self.com_velocity[:2]]
+        if self.move_speed == 0:
+            return small_control * standing * upright * tolerance(horizontal, margin=2).mean(1)
+        move = tolerance(horizontal.norm(dim=1), (self.move_speed, INF), margin=self.move_speed, value_at_margin=0,
+                         sigmoid="linear")  # fmt: skip
+        return small_control * standing * upright * (5 * move + 1) / 6
+
+
 # "domain-task" -> (task class, keyword arguments). Every episode lasts 1000 control steps.
 TASKS: dict[str, tuple[type[Task], dict[str, Any]]] = {
     "cartpole-balance": (Cartpole, {"swing_up": False, "sparse": False}),
@@ -279,5 +389,10 @@ TASKS: dict[str, tuple[type[Task], dict[str, Any]]] = {
     "finger-spin": (FingerSpin, {}),
     "hopper-stand": (Hopper, {"hopping": False}),
     "hopper-hop": (Hopper, {"hopping": True}),
+    "quadruped-walk": (Quadruped, {"speed": 0.5}),
+    "quadruped-run": (Quadruped, {"speed": 5.0}),
+    "humanoid-stand": (Humanoid, {"move_speed": 0.0}),
+    "humanoid-walk": (Humanoid, {"move_speed": 1.0}),
+    "humanoid-run": (Humanoid, {"move_speed": 10.0}),
 }
 EPISODE_CONTROL_STEPS = 1000
