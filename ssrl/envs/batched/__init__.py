@@ -31,11 +31,17 @@ def list_batched_tasks() -> list[str]:
     return [f"dmc/{name}" for name in TASKS]
 
 
+def _task_name(env_id: str) -> str:
+    """`domain-task` of a batched env id, or ValueError listing the batched ids."""
+    name = env_id.removeprefix("dmc/")
+    if not env_id.startswith("dmc/") or name not in TASKS:
+        raise ValueError(f"Unknown batched env id {env_id!r}; choose one of {', '.join(list_batched_tasks())}")
+    return name
+
+
 def load_model(env_id: str) -> mujoco.MjModel:
     """The MuJoCo model of a batched task: dm_control's MJCF for it, with its once-only edits."""
-    name = env_id.removeprefix("dmc/")
-    if name not in TASKS:
-        raise ValueError(f"Unknown batched env id {env_id!r}; choose one of {', '.join(list_batched_tasks())}")
+    name = _task_name(env_id)
     task_cls, kwargs = TASKS[name]
     with gl.context_errors():  # dm_control binds its GL backend at import
         xml, assets = task_cls.mjcf(name.split("-")[0], **kwargs)
@@ -66,9 +72,7 @@ def make_batched(
         seed: seeds the initial-state generator.
         num_threads: CPU threads of the cpu backend (and of episode initialisation); 0 = all.
     """
-    name = env_id.removeprefix("dmc/")
-    if not env_id.startswith("dmc/"):
-        raise ValueError(f"Unknown batched env id {env_id!r}; choose one of {', '.join(list_batched_tasks())}")
+    name = _task_name(env_id)
     if not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
     if backend not in BACKENDS:
