@@ -10,8 +10,7 @@ from ssrl.envs import make
 from ssrl.envs.batched import list_batched_tasks, make_batched
 from ssrl.envs.batched.rewards import tolerance
 
-PARITY_TASKS = ["cartpole-swingup", "cartpole-balance", "cheetah-run", "walker-walk", "walker-run", "reacher-easy",
-                "finger-spin", "hopper-hop", "hopper-stand", "quadruped-run", "humanoid-walk"]  # fmt: skip
+PARITY_TASKS = [env_id.removeprefix("dmc/") for env_id in list_batched_tasks()]  # every batched task
 
 
 def copy_state_into(env: object, batched: object, index: int) -> np.ndarray:
