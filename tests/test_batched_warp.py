@@ -6,6 +6,7 @@ Skips without mujoco-warp (`pip install 'ssrl[gpu]'`). The first run compiles wa
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -45,3 +46,23 @@ def test_warp_on_cuda_matches_mujoco_c_with_tensors_on_the_gpu() -> None:
     assert obs.device.type == reward.device.type == truncated.device.type == "cuda"
     torch.testing.assert_close(obs.cpu(), obs_c, atol=1e-3, rtol=1e-3)
     torch.testing.assert_close(reward.cpu(), reward_c, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_warp_loads_new_episodes_for_some_envs_like_the_c_backend() -> None:
+    """Autoreset's path: env 1 starts a new episode while env 0 keeps running."""
+    warp = make_batched("dmc/cheetah-run", 2, backend="warp", device="cpu", seed=0, num_threads=1)
+    c = make_batched("dmc/cheetah-run", 2, backend="cpu", seed=0, num_threads=1)
+    warp.reset(seed=0)
+    c.reset(seed=0)
+    action = torch.full((2, 6), 0.5)
+    for _ in range(3):
+        warp.step(action)
+        c.step(action)
+    for env in (warp, c):
+        env._reset_ids(np.array([1]))
+    torch.testing.assert_close(warp.task.observe(warp.sim), c.task.observe(c.sim).float(), atol=1e-3, rtol=1e-3)
+    for _ in range(3):
+        obs_warp, *_ = warp.step(action)
+        obs_c, *_ = c.step(action)
+    torch.testing.assert_close(obs_warp, obs_c, atol=1e-3, rtol=1e-3)
