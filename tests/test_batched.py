@@ -95,10 +95,20 @@ def test_autoreset_same_step_and_episode_statistics() -> None:
 
 
 def test_truncation_when_action_repeat_does_not_divide_the_time_limit() -> None:
-    env = make_batched("dmc/cartpole-balance", 2, seed=0, action_repeat=3, num_threads=1)
-    env.reset(seed=0)
-    lengths = [t for t in range(1, 400) if env.step(torch.zeros(2, 1))[3].all()]
-    assert lengths[0] == 334  # ceil(1000 / 3) agent steps, the last one a single control step
+    """ceil(1000 / 3) agent steps, the last one a single control step; the final obs is the 1000th's."""
+    every = make_batched("dmc/cartpole-balance", 2, seed=0, action_repeat=1, num_threads=1)
+    thirds = make_batched("dmc/cartpole-balance", 2, seed=0, action_repeat=3, num_threads=1)
+    every.reset(seed=0)
+    thirds.reset(seed=0)
+    action = torch.full((2, 1), 0.3)
+    for _ in range(1000):
+        *_, info_every = every.step(action)
+    for step in range(1, 335):
+        *_, truncated, info_thirds = thirds.step(action)
+        assert bool(truncated.all()) == (step == 334)
+    torch.testing.assert_close(info_thirds["final_obs"], info_every["final_obs"], rtol=0, atol=0)
+    torch.testing.assert_close(info_thirds["episode"]["r"], info_every["episode"]["r"], rtol=1e-5, atol=1e-4)
+    assert info_thirds["episode"]["l"].tolist() == [334, 334]
 
 
 def test_seed_determinism() -> None:

@@ -88,7 +88,8 @@ class BatchedEnv(gym.vector.VectorEnv[torch.Tensor, torch.Tensor, torch.Tensor])
         reward = torch.zeros(self.num_envs, device=self.device)
         active = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
         failed = torch.zeros_like(active)
-        final_obs: torch.Tensor | None = None  # rows of envs whose episode ended before the last repeat
+        early = torch.zeros_like(active)  # episodes that ended before the last repeat
+        final_obs: torch.Tensor | None = None  # their last observations (rows valid where `early`)
         for repeat in range(self.action_repeat):
             failed_ids = self.sim.step(self.substeps)
             if len(failed_ids):
@@ -97,14 +98,13 @@ class BatchedEnv(gym.vector.VectorEnv[torch.Tensor, torch.Tensor, torch.Tensor])
             self._steps += active.long()
             ended = active & ((self._steps >= EPISODE_CONTROL_STEPS) | failed)
             active &= ~ended
-            if repeat < self.action_repeat - 1 and bool(ended.any()):  # only when 1000 % action_repeat != 0
+            may_end = len(failed_ids) > 0 or EPISODE_CONTROL_STEPS % self.action_repeat != 0  # no GPU sync otherwise
+            if repeat < self.action_repeat - 1 and may_end and bool(ended.any()):
                 obs = self._observe()
                 final_obs = obs if final_obs is None else torch.where(ended[:, None], obs, final_obs)
+                early |= ended
         obs = self._observe()
-        if final_obs is not None:
-            obs_last = torch.where(active[:, None], obs, final_obs)
-        else:
-            obs_last = obs
+        obs_last = obs if final_obs is None else torch.where(early[:, None], final_obs, obs)
         terminated = failed
         truncated = (self._steps >= EPISODE_CONTROL_STEPS) & ~failed
         self._return += reward
