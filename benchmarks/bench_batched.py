@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import gymnasium as gym
 import mujoco
 import numpy as np
 import torch

@@ -76,7 +76,8 @@ def train_ppo(cfg: PPORunConfig, verbose: bool = True) -> list[dict[str, Any]]:
         obs, episodes = agent.collect(obs)
         metrics = agent.update(obs)
         frame = (update + 1) * frames_per_update
-        row: dict[str, Any] = {"frame": frame, "update": update + 1, "fps": round(frame / (time.perf_counter() - start))}
+        fps = round(frame / (time.perf_counter() - start))
+        row: dict[str, Any] = {"frame": frame, "update": update + 1, "fps": fps}
         if episodes:
             row["episode_return"] = sum(r for r, _ in episodes) / len(episodes)
             row["episode_length"] = sum(n for _, n in episodes) / len(episodes)

@@ -21,7 +21,7 @@ from ssrl.envs.batched.backends import CpuSim, WarpSim, make_sim
 from ssrl.envs.batched.env import BatchedEnv
 from ssrl.envs.batched.tasks import TASKS, Task
 
-__all__ = ["BACKENDS", "BatchedEnv", "CpuSim", "WarpSim", "list_batched_tasks", "load_model", "make_batched"]
+__all__ = ["BACKENDS", "BatchedEnv", "CpuSim", "Task", "WarpSim", "list_batched_tasks", "load_model", "make_batched"]
 
 BACKENDS = ("auto", "cpu", "warp")
 
