@@ -72,3 +72,13 @@ def test_cli_ppo_short_run_writes_logs_and_checkpoint(tmp_path: Path, capsys) ->
     assert checkpoint["config"]["env"] == "dmc/reacher-easy" and "model" in checkpoint
     assert main(["ppo", "num_env=4"]) == 2
     assert "unknown key 'num_env'" in capsys.readouterr().err
+
+
+def test_ppo_runs_are_reproducible_with_a_seed(tmp_path: Path) -> None:
+    def run(seed: int) -> list[float]:
+        cfg = parse_ppo_overrides(f"env=dmc/walker-walk num_envs=4 frames=1024 device=cpu threads=1 seed={seed} "
+                                  f"run_dir={tmp_path / str(seed)} agent.num_steps=16 agent.minibatches=2".split())  # fmt: skip
+        return [row["policy_loss"] for row in train_ppo(cfg, verbose=False)]
+
+    assert run(1) == run(1)
+    assert run(1) != run(2)
