@@ -49,11 +49,13 @@ def randomize_limited_and_rotational_joints(
             qpos[ids, adr + 3 : adr + 7] = quat / np.linalg.norm(quat, axis=1, keepdims=True)
 
 
-def reject_contacts(sim: CpuSim, ids: np.ndarray, sample: Any, max_attempts: int = 1000) -> None:
-    """Calls `sample(pending)` and `after_reset` until no env of `ids` has a contact (dm_control's loops)."""
+def randomize_without_contacts(
+    sim: CpuSim, ids: np.ndarray, rng: np.random.Generator, max_attempts: int = 1000
+) -> None:
+    """Random joints (as above), then `after_reset`, again for the envs with a contact (finger, humanoid)."""
     pending = ids
     for _ in range(max_attempts):
-        sample(pending)
+        randomize_limited_and_rotational_joints(sim.model, sim.array("qpos"), pending, rng)
         failed = sim.after_reset(pending)
         pending = pending[(sim.array("ncon")[pending] > 0) | np.isin(pending, failed)]
         if len(pending) == 0:
@@ -201,8 +203,9 @@ class Reacher(Task):
         angle = rng.uniform(0, 2 * np.pi, len(ids))
         radius = rng.uniform(0.05, 0.20, len(ids))
         target = np.stack([radius * np.sin(angle), radius * np.cos(angle)], 1)
-        self.target[torch.as_tensor(ids, device=self.device)] = torch.as_tensor(target, device=self.device,
-                                                                                 dtype=self.target.dtype)
+        self.target[torch.as_tensor(ids, device=self.device)] = torch.as_tensor(target, dtype=torch.float32).to(
+            self.device
+        )
 
     def _to_target(self, sim: Any) -> torch.Tensor:
         finger = sim.tensor("geom_xpos")[:, self.finger, :2]
@@ -231,9 +234,7 @@ class FingerSpin(Task):
         model.dof_damping[model.joint("hinge").dofadr[0]] = 0.03
 
     def initialize(self, sim: CpuSim, ids: np.ndarray, rng: np.random.Generator) -> None:
-        qpos = sim.array("qpos")
-        reject_contacts(sim, ids, lambda pending: randomize_limited_and_rotational_joints(self.model, qpos,
-                                                                                          pending, rng))
+        randomize_without_contacts(sim, ids, rng)
 
     def observe(self, sim: Any) -> torch.Tensor:
         data = sim.tensor("sensordata")
@@ -347,10 +348,7 @@ class Humanoid(Task):
         self.com_velocity = self._sensor("torso_subtreelinvel")
 
     def initialize(self, sim: CpuSim, ids: np.ndarray, rng: np.random.Generator) -> None:
-        qpos = sim.array("qpos")
-        reject_contacts(sim, ids, lambda pending: randomize_limited_and_rotational_joints(self.model, qpos,
-                                                                                          pending, rng),
-                        max_attempts=100000)  # fmt: skip
+        randomize_without_contacts(sim, ids, rng, max_attempts=100_000)  # dm_control: no limit
 
     def observe(self, sim: Any) -> torch.Tensor:
         xpos, xmat = sim.tensor("xpos"), sim.tensor("xmat")
