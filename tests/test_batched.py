@@ -158,3 +158,9 @@ def test_bad_arguments_name_the_problem() -> None:
     with pytest.raises(ValueError, match=r"actions: expected shape \(2, 6\)"):
         env.step(torch.zeros(2, 5))
     assert "dmc/cheetah-run" in list_batched_tasks()
+
+
+def test_make_batched_is_reachable_from_ssrl_envs() -> None:
+    import ssrl.envs
+
+    assert ssrl.envs.make_batched is make_batched
