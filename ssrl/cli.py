@@ -17,6 +17,7 @@ USAGE = """ssrl <command> [key=value ...]
 commands:
   train   train an agent:   ssrl train env=dmc/cheetah-run agent=sac representation=none frames=100000 seed=0
   eval    evaluate a run:   ssrl eval run_dir=runs/x episodes=10 video=true
+  ppo     PPO on batched envs: ssrl ppo env=dmc/cartpole-balance num_envs=64 frames=200000 device=cpu
   config  print the resolved config for the given overrides (all keys, defaults included)
   tasks   list environment ids
 """
@@ -55,7 +56,7 @@ def _eval(args: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="ssrl", usage=USAGE, add_help=True)
-    parser.add_argument("command", choices=["train", "eval", "config", "tasks"])
+    parser.add_argument("command", choices=["train", "eval", "ppo", "config", "tasks"])
     parser.add_argument("overrides", nargs="*")
     ns = parser.parse_args(argv)
     try:
@@ -64,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
             from ssrl.experiments.train import Trainer
 
             Trainer(cfg).train()
+        elif ns.command == "ppo":
+            from ssrl.experiments.ppo import parse_ppo_overrides, train_ppo
+
+            train_ppo(parse_ppo_overrides(ns.overrides))
         elif ns.command == "config":
             print(yaml.safe_dump(config_lib.to_dict(config_lib.parse_overrides(ns.overrides)), sort_keys=False))
         elif ns.command == "tasks":

@@ -15,7 +15,7 @@ import gymnasium as gym
 from ssrl.envs import gl
 from ssrl.envs.wrappers import ActionRepeat, FrameStack, PixelObservation
 
-__all__ = ["default_action_repeat", "list_tasks", "make", "make_vec"]
+__all__ = ["default_action_repeat", "list_tasks", "make", "make_batched", "make_vec"]
 
 gl.configure()
 
@@ -134,3 +134,12 @@ def make_vec(
     if vectorization == "sync":
         return gym.vector.SyncVectorEnv(env_fns)
     return gym.vector.AsyncVectorEnv(env_fns, context="spawn")
+
+
+def __getattr__(name: str) -> Any:
+    """`make_batched` (batched dm_control tasks on torch, `ssrl.envs.batched`), imported on first use."""
+    if name == "make_batched":
+        from ssrl.envs.batched import make_batched
+
+        return make_batched
+    raise AttributeError(f"module 'ssrl.envs' has no attribute {name!r}")

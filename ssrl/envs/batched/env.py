@@ -1,0 +1,139 @@
+"""`BatchedEnv`: many envs of one dm_control task stepped together, torch tensors in and out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import torch
+
+from ssrl.envs.batched.backends import CpuSim
+from ssrl.envs.batched.tasks import EPISODE_CONTROL_STEPS, Task
+
+
+class BatchedEnv(gym.vector.VectorEnv[torch.Tensor, torch.Tensor, torch.Tensor]):
+    """A Gymnasium-style vector env over a batched simulator, with torch tensors on `device`.
+
+    - `step(actions)` takes a (num_envs, action_dim) tensor in [-1, 1] (mapped to the actuators'
+      control ranges, not clipped, as dm_control does), repeats it `action_repeat` control steps
+      and returns (obs, reward, terminated, truncated, info); rewards are summed over the repeats.
+    - Autoreset is **same-step** (`gymnasium.vector.AutoresetMode.SAME_STEP`): an env whose episode
+      ends is reset inside that `step`; the returned `obs` row is the new episode's first
+      observation and `info["final_obs"]` holds every row's last observation of the finished
+      episode (valid where `info["_final_obs"]`). No dummy transition follows an episode end.
+    - Episode statistics: where an episode ends, `info["episode"]["r"]` (return) and `["l"]`
+      (length in agent steps) hold its totals, with the mask `info["_episode"]`.
+    - Episodes truncate after 1000 control steps (dm_control's time limits), i.e.
+      ceil(1000 / action_repeat) agent steps; they terminate only when MuJoCo fails on an env.
+    """
+
+    metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
+
+    def __init__(
+        self,
+        task: Task,
+        sim: Any,
+        init_sim: CpuSim,
+        *,
+        substeps: int,
+        action_repeat: int,
+        device: torch.device,
+        seed: int | None = None,
+    ) -> None:
+        self.task, self.sim, self.init_sim = task, sim, init_sim
+        self.num_envs, self.device = sim.num_envs, device
+        self.substeps, self.action_repeat = substeps, action_repeat
+        self._rng = np.random.default_rng(seed)
+        model: mujoco.MjModel = sim.model
+        low, high = model.actuator_ctrlrange.T
+        limited = model.actuator_ctrllimited.astype(bool)
+        dtype = sim.tensor("qpos").dtype
+        self._center = torch.as_tensor(np.where(limited, (high + low) / 2, 0.0), dtype=dtype, device=sim.device)
+        self._scale = torch.as_tensor(np.where(limited, (high - low) / 2, 1.0), dtype=dtype, device=sim.device)
+        self._reset_ids(np.arange(self.num_envs))
+        obs_dim = task.observe(sim).shape[1]
+        self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
+        self.single_action_space = gym.spaces.Box(-1.0, 1.0, (model.nu,), np.float32)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
+        self._steps = torch.zeros(self.num_envs, dtype=torch.long, device=device)  # control steps
+        self._return = torch.zeros(self.num_envs, device=device)
+        self._length = torch.zeros(self.num_envs, dtype=torch.long, device=device)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Starts new episodes in every env; a seed reseeds the initial-state generator."""
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self._reset_ids(np.arange(self.num_envs))
+        self._steps.zero_()
+        self._return.zero_()
+        self._length.zero_()
+        return self._observe(), {}
+
+    def step(
+        self, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """One agent step of every env (see the class docstring for autoreset and statistics)."""
+        actions = torch.as_tensor(actions)
+        if actions.shape != (self.num_envs, *self.single_action_space.shape):
+            raise ValueError(
+                f"actions: expected shape {(self.num_envs, *self.single_action_space.shape)}, "
+                f"got {tuple(actions.shape)}"
+            )
+        self.sim.set_ctrl(self._center + self._scale * actions.to(self.sim.device, self._scale.dtype))
+        reward = torch.zeros(self.num_envs, device=self.device)
+        active = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+        failed = torch.zeros_like(active)
+        early = torch.zeros_like(active)  # episodes that ended before the last repeat
+        final_obs: torch.Tensor | None = None  # their last observations (rows valid where `early`)
+        for repeat in range(self.action_repeat):
+            failed_ids = self.sim.step(self.substeps)
+            if len(failed_ids):
+                failed[torch.as_tensor(failed_ids, device=self.device)] = True
+            reward += torch.where(active & ~failed, self._to_device(self.task.reward(self.sim)), 0.0)
+            self._steps += active.long()
+            ended = active & ((self._steps >= EPISODE_CONTROL_STEPS) | failed)
+            active &= ~ended
+            may_end = len(failed_ids) > 0 or EPISODE_CONTROL_STEPS % self.action_repeat != 0  # no GPU sync otherwise
+            if repeat < self.action_repeat - 1 and may_end and bool(ended.any()):
+                obs = self._observe()
+                final_obs = obs if final_obs is None else torch.where(ended[:, None], obs, final_obs)
+                early |= ended
+        obs = self._observe()
+        obs_last = obs if final_obs is None else torch.where(early[:, None], final_obs, obs)
+        terminated = failed
+        truncated = (self._steps >= EPISODE_CONTROL_STEPS) & ~failed
+        self._return += reward
+        self._length += 1
+        info: dict[str, Any] = {}
+        done = terminated | truncated
+        if bool(done.any()):
+            info["final_obs"], info["_final_obs"] = obs_last, done
+            info["episode"] = {"r": self._return.clone(), "l": self._length.clone()}
+            info["_episode"] = done
+            ids = torch.nonzero(done).flatten()
+            self._reset_ids(ids.cpu().numpy())
+            obs = torch.where(done[:, None], self._observe(), obs_last)
+            self._steps[ids], self._return[ids], self._length[ids] = 0, 0.0, 0
+        return obs, reward, terminated, truncated, info
+
+    def close_extras(self, **kwargs: Any) -> None:
+        """Drops the simulators."""
+        self.sim = self.init_sim = None
+
+    def _reset_ids(self, ids: np.ndarray) -> None:
+        """dm_control's reset for `ids`: mj_resetData, `initialize_episode`, `after_reset`."""
+        self.init_sim.reset(ids)
+        self.task.initialize(self.init_sim, ids, self._rng)
+        self.init_sim.after_reset(ids)
+        self.sim.load(self.init_sim, ids)
+
+    def _observe(self) -> torch.Tensor:
+        return self._to_device(self.task.observe(self.sim))
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device, torch.float32)

@@ -1,0 +1,166 @@
+"""Batched envs: parity with dm_control, autoreset, statistics, determinism, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ssrl.envs import make
+from ssrl.envs.batched import list_batched_tasks, make_batched
+from ssrl.envs.batched.rewards import tolerance
+
+PARITY_TASKS = [env_id.removeprefix("dmc/") for env_id in list_batched_tasks()]  # every batched task
+
+
+def copy_state_into(env: object, batched: object, index: int) -> np.ndarray:
+    """Puts env `index` of `batched` into the dm_control env under `env`; returns dm_control's observation."""
+    dmc = env.unwrapped  # type: ignore[attr-defined]
+    physics = dmc.physics
+    sim = batched.init_sim  # type: ignore[attr-defined]
+    with physics.reset_context():
+        physics.data.qpos[:] = sim.array("qpos")[index]
+        physics.data.qvel[:] = sim.array("qvel")[index]
+        if physics.model.na:
+            physics.data.act[:] = sim.array("act")[index]
+        if hasattr(batched.task, "target"):  # type: ignore[attr-defined]
+            physics.named.model.geom_pos["target", :2] = batched.task.target[index].numpy()  # type: ignore
+    return dmc._state(dmc._env.task.get_observation(physics))
+
+
+@pytest.mark.parametrize("task", PARITY_TASKS)
+def test_parity_with_dm_control(task: str) -> None:
+    env_id = f"dmc/{task}"
+    batched = make_batched(env_id, 3, seed=1, action_repeat=2, num_threads=1)
+    obs, _ = batched.reset(seed=1)
+    single = make(env_id, obs="state", action_repeat=2, seed=0)
+    single.reset(seed=0)
+    first = copy_state_into(single, batched, 1)
+    np.testing.assert_allclose(obs[1].numpy(), first, rtol=1e-5, atol=1e-5)
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        action = rng.uniform(-1, 1, batched.action_space.shape).astype(np.float32)
+        obs, reward, *_ = batched.step(torch.from_numpy(action))
+        expected_obs, expected_reward, *_ = single.step(action[1])
+        np.testing.assert_allclose(obs[1].numpy(), expected_obs, rtol=1e-5, atol=1e-5)
+        assert reward[1].item() == pytest.approx(expected_reward, rel=1e-5, abs=1e-5)
+    single.close()
+
+
+def test_tolerance_matches_dm_control() -> None:
+    from dm_control.utils import rewards
+
+    x = np.linspace(-3, 3, 101)
+    for sigmoid in ["gaussian", "hyperbolic", "long_tail", "reciprocal", "cosine", "linear", "quadratic",
+                    "tanh_squared"]:  # fmt: skip
+        for value_at_margin in [0.0, 0.1, 0.7]:
+            if value_at_margin == 0 and sigmoid not in ("cosine", "linear", "quadratic"):
+                continue
+            expected = rewards.tolerance(x, (-0.5, 1.0), 1.5, sigmoid, value_at_margin)
+            got = tolerance(torch.from_numpy(x), (-0.5, 1.0), 1.5, sigmoid, value_at_margin).numpy()
+            np.testing.assert_allclose(got, expected, atol=1e-12, err_msg=sigmoid)
+    np.testing.assert_array_equal(tolerance(torch.from_numpy(x), (0, 1)).numpy(), rewards.tolerance(x, (0, 1)))
+
+
+def test_spaces_dtypes_and_conventions() -> None:
+    env = make_batched("dmc/cheetah-run", 4, seed=0, num_threads=1)
+    obs, info = env.reset(seed=0)
+    assert env.single_observation_space.shape == (17,) and env.single_action_space.shape == (6,)
+    assert env.observation_space.shape == (4, 17) and env.action_space.shape == (4, 6)
+    assert obs.dtype == torch.float32 and obs.shape == (4, 17) and info == {}
+    obs, reward, terminated, truncated, info = env.step(torch.zeros(4, 6))
+    assert reward.shape == (4,) and terminated.dtype == torch.bool and truncated.dtype == torch.bool
+    assert not (terminated | truncated).any() and "episode" not in info
+    assert len(set(obs[:, 0].tolist())) == 4  # envs start from different random states
+
+
+def test_autoreset_same_step_and_episode_statistics() -> None:
+    env = make_batched("dmc/cartpole-balance", 2, seed=0, action_repeat=8, num_threads=1)
+    env.reset(seed=0)
+    total = torch.zeros(2)
+    for t in range(125):  # 1000 control steps / 8
+        obs, reward, terminated, truncated, info = env.step(torch.zeros(2, 1))
+        total += reward
+        if t < 124:
+            assert not truncated.any()
+    assert truncated.all() and not terminated.any()
+    assert info["_final_obs"].all() and info["_episode"].all()
+    torch.testing.assert_close(info["episode"]["r"], total)
+    assert info["episode"]["l"].tolist() == [125, 125]
+    # The returned observation starts a new episode: a balance reset has the pole near upright, cart near 0.
+    assert not torch.equal(obs, info["final_obs"])
+    assert obs[:, 0].abs().max() <= 0.1 and (obs[:, 1] > 0.99).all()
+    _, _, _, truncated, info = env.step(torch.zeros(2, 1))
+    assert not truncated.any() and "episode" not in info
+
+
+def test_truncation_when_action_repeat_does_not_divide_the_time_limit() -> None:
+    """ceil(1000 / 3) agent steps, the last one a single control step; the final obs is the 1000th's."""
+    every = make_batched("dmc/cartpole-balance", 2, seed=0, action_repeat=1, num_threads=1)
+    thirds = make_batched("dmc/cartpole-balance", 2, seed=0, action_repeat=3, num_threads=1)
+    every.reset(seed=0)
+    thirds.reset(seed=0)
+    action = torch.full((2, 1), 0.3)
+    for _ in range(1000):
+        *_, info_every = every.step(action)
+    for step in range(1, 335):
+        *_, truncated, info_thirds = thirds.step(action)
+        assert bool(truncated.all()) == (step == 334)
+    torch.testing.assert_close(info_thirds["final_obs"], info_every["final_obs"], rtol=0, atol=0)
+    torch.testing.assert_close(info_thirds["episode"]["r"], info_every["episode"]["r"], rtol=1e-5, atol=1e-4)
+    assert info_thirds["episode"]["l"].tolist() == [334, 334]
+
+
+def test_seed_determinism() -> None:
+    def rollout(seed: int) -> torch.Tensor:
+        env = make_batched("dmc/walker-walk", 3, seed=seed, num_threads=1)
+        observations = [env.reset(seed=seed)[0]]
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(10):
+            observations.append(env.step(torch.rand(3, 6, generator=generator) * 2 - 1)[0])
+        return torch.stack(observations)
+
+    torch.testing.assert_close(rollout(3), rollout(3), rtol=0, atol=0)
+    assert not torch.equal(rollout(3), rollout(4))
+
+
+@pytest.mark.parametrize("task", ["cheetah-run", "cartpole-swingup", "hopper-hop", "quadruped-run", "humanoid-walk"])
+def test_initial_state_distribution_matches_dm_control(task: str) -> None:
+    from dm_control import suite
+
+    domain, name = task.split("-")
+    env = suite.load(domain, name, task_kwargs={"random": 0})
+    expected = []
+    for _ in range(48):
+        env.reset()
+        expected.append(env.physics.data.qpos.copy())
+    reference = np.array(expected)
+    batched = make_batched(f"dmc/{task}", 48, seed=0, num_threads=1)
+    batched.reset(seed=0)
+    got = batched.init_sim.array("qpos")
+    assert (batched.init_sim.array("time") == 0).all()
+    spread = reference.std(axis=0)
+    np.testing.assert_allclose(got.mean(axis=0), reference.mean(axis=0), atol=0.01 + 0.5 * spread.max())
+    varied = spread > 1e-3
+    assert ((got.std(axis=0) > 1e-3) == varied).all()
+    ratio = got.std(axis=0)[varied] / spread[varied]
+    assert ((ratio > 0.5) & (ratio < 2)).all(), ratio
+
+
+def test_bad_arguments_name_the_problem() -> None:
+    with pytest.raises(ValueError, match="Unknown batched env id"):
+        make_batched("dmc/cheetah-walk", 2)
+    with pytest.raises(ValueError, match="num_envs"):
+        make_batched("dmc/cheetah-run", 0)
+    with pytest.raises(ValueError, match="backend"):
+        make_batched("dmc/cheetah-run", 2, backend="jax")
+    env = make_batched("dmc/cheetah-run", 2, num_threads=1)
+    with pytest.raises(ValueError, match=r"actions: expected shape \(2, 6\)"):
+        env.step(torch.zeros(2, 5))
+    assert "dmc/cheetah-run" in list_batched_tasks()
+
+
+def test_make_batched_is_reachable_from_ssrl_envs() -> None:
+    import ssrl.envs
+
+    assert ssrl.envs.make_batched is make_batched
