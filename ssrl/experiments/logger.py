@@ -71,9 +71,10 @@ class Logger:
             self.wandb_run.finish()
 
 
-def start_wandb(run_dir: Path, config: dict[str, Any], project: str, mode: str, name: str, tags: list[str]) -> Any:
-    """Start (or resume, by the id stored in the run directory) a wandb run. ``mode="offline"`` needs no
-    account; sync later with ``wandb sync <run_dir>/wandb``."""
+def start_wandb(run_dir: Path, config: dict[str, Any], project: str, mode: str, name: str, tags: list[str],
+                group: str | None = None) -> Any:
+    """Start (or resume, by the id stored in the run directory) a wandb run in ``group`` (default: the env).
+    ``mode="offline"`` needs no account; sync later with ``wandb sync <run_dir>/wandb``."""
     try:
         import wandb
     except ImportError:
@@ -82,4 +83,4 @@ def start_wandb(run_dir: Path, config: dict[str, Any], project: str, mode: str, 
     run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
     id_file.write_text(run_id)
     return wandb.init(project=project, dir=str(run_dir), config=config, id=run_id, resume="allow", mode=mode,
-                      name=name, group=config.get("env"), tags=tags)
+                      name=name, group=group or config.get("env"), tags=tags)
