@@ -31,6 +31,7 @@ import csv
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -263,18 +264,26 @@ def open_study(spec: Spec) -> Any:
                                direction=spec.direction, load_if_exists=True)
 
 
+def _interrupted(study: Any) -> set[int]:
+    """Trials a killed sweep left unfinished (each was queued again as a new trial)."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
+
+    return {n for t in study.trials if (n := Retry.retried_trial_number(t)) is not None}
+
+
 def run_local(spec: Spec) -> list[dict[str, Any]]:
     """Run the sweep with Optuna on this machine, ``spec.jobs`` trials at a time. Returns the trial records."""
     import optuna
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported below
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the retry callback's API
     study = open_study(spec)
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # left by a killed sweep
         study.tell(t.number, state=TrialState.FAIL)
-        study.set_user_attr(f"interrupted_{t.number}", True)
-        study.enqueue_trial(t.params)
-    interrupted = {int(k.split("_")[1]) for k in study.user_attrs if k.startswith("interrupted_")}
+        retry(study, study.trials[t.number])  # queued again with its params; its run resumes from checkpoint
+    interrupted = _interrupted(study)
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
                                                                 TrialState.FAIL)) if t.number not in interrupted]
     remaining = spec.trials - len(done)
@@ -306,7 +315,7 @@ def run_local(spec: Spec) -> list[dict[str, Any]]:
 
     if remaining > 0:
         study.optimize(objective, n_trials=remaining, n_jobs=max(1, spec.jobs), catch=(TrialFailed,))
-    interrupted = {int(k.split("_")[1]) for k in study.user_attrs if k.startswith("interrupted_")}
+    interrupted = _interrupted(study)
     records = [{"trial": t.number, "state": t.state.name.lower(), "value": t.value, "params": t.params,
                 "run_dir": t.user_attrs.get("run_dir", ""), "error": t.user_attrs.get("error", "")}
                for t in study.trials if t.number not in interrupted]
