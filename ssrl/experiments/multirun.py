@@ -116,9 +116,9 @@ def expand(args: list[str]) -> Grid:
             varying |= {k for task in tasks for k, _ in _pairs(task)}
         elif key == "run_dir":
             root = value
+        elif key == "experiment":  # given to every run by run_grid
+            experiment = value
         else:
-            if key == "experiment":
-                experiment = value
             axes.append([[f"{key}={v}"] for v in values])
             if len(values) > 1:
                 varying.add(key)
@@ -146,16 +146,30 @@ def run_name(overrides: list[str], varying: set[str] = frozenset()) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ running
+# `ssrl train` in a child that ends with whoever launched it (Linux: PR_SET_PDEATHSIG), so a killed multirun, sweep
+# or Ray trial leaves no orphan training; the run resumes from its checkpoint next time.
+_CHILD = """import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+except (OSError, AttributeError):
+    pass
+if os.getppid() != int(os.environ["SSRL_LAUNCHER_PID"]):
+    sys.exit("ssrl: the launching process is gone")
+from ssrl.cli import main
+sys.exit(main())
+"""
+
+
 def launch_train(overrides: list[str], run_dir: Path) -> subprocess.Popen:
     """Start ``ssrl train`` (this same ssrl source, whatever the working directory) for ``run_dir``, its output
     appended to ``run_dir/train.log``. A fresh interpreter per run: no GL context is ever forked."""
     run_dir.mkdir(parents=True, exist_ok=True)
     source = str(Path(ssrl.__file__).resolve().parents[1])
     path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH", "")) if p)
-    cmd = [sys.executable, "-m", "ssrl.cli", "train", *overrides, f"run_dir={run_dir}", "progress=false"]
+    cmd = [sys.executable, "-c", _CHILD, "train", *overrides, f"run_dir={run_dir}", "progress=false"]
+    env = os.environ | {"PYTHONUNBUFFERED": "1", "PYTHONPATH": path, "SSRL_LAUNCHER_PID": str(os.getpid())}
     with (run_dir / "train.log").open("a") as log:
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                env=os.environ | {"PYTHONUNBUFFERED": "1", "PYTHONPATH": path})
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 @dataclass

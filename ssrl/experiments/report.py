@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import itertools
 import json
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import yaml
@@ -29,8 +30,6 @@ from ssrl.errors import ConfigError
 
 DMC_MAX_SCORE = 1000.0
 METRICS = ("IQM", "Median", "Mean", "Optimality gap")
-# rliable passes arch's deprecated `random_state` argument; the numbers are unaffected.
-warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
 # Reference file names whose domain differs from dm_control's (DrQ-v2 calls ball_in_cup "cup").
 REFERENCE_ALIASES = {"ball_in_cup": "cup"}
 
@@ -114,6 +113,18 @@ def max_score(task: str, override: float | None) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ numbers
+def _quiet(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Hide the FutureWarning rliable triggers by passing arch's deprecated ``random_state`` (numbers unaffected)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def final_frame(curves: list[Curve], task: str, methods: list[str]) -> float:
     """The last frame every run of ``methods`` on ``task`` reached (scores compare at the same frame)."""
     return min(c.frames[-1] for c in curves if c.task == task and c.method in methods)
@@ -133,6 +144,7 @@ def score_matrices(curves: list[Curve], tasks: list[str], methods: list[str], at
     return out
 
 
+@_quiet
 def aggregate(scores: dict[str, np.ndarray], reps: int = 2000, seed: int = 0) -> dict[str, dict[str, list[float]]]:
     """IQM, median, mean and optimality gap with 95% stratified-bootstrap CIs: ``{method: {metric: [point,
     low, high]}}``. ``scores[method]`` is ``[run, task]`` of normalised scores."""
@@ -149,6 +161,7 @@ def aggregate(scores: dict[str, np.ndarray], reps: int = 2000, seed: int = 0) ->
                 for i, name in enumerate(METRICS)} for m in scores}
 
 
+@_quiet
 def probability_of_improvement(scores: dict[str, np.ndarray], reps: int = 2000,
                                seed: int = 0) -> dict[str, list[float]]:
     """``{"X,Y": [P(X > Y), low, high]}`` for every pair of methods, with stratified-bootstrap CIs."""
@@ -163,6 +176,7 @@ def probability_of_improvement(scores: dict[str, np.ndarray], reps: int = 2000,
     return {k: [float(np.ravel(points[k])[0]), *map(float, np.ravel(intervals[k]))] for k in pairs}
 
 
+@_quiet
 def curve_band(curves: list[Curve], grid: np.ndarray, reps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean return over seeds at each ``grid`` frame and its 95% bootstrap interval (``[2, frames]``)."""
     from rliable import library as rly
@@ -233,6 +247,7 @@ def plot_aggregates(stats: dict[str, dict[str, list[float]]], out: Path) -> list
     return _save(fig, out, "aggregate")
 
 
+@_quiet
 def plot_profiles(scores: dict[str, np.ndarray], out: Path, reps: int) -> list[Path]:
     import matplotlib.pyplot as plt
     from rliable import library as rly
