@@ -147,6 +147,8 @@ def test_spec_errors_name_the_problem(tmp_path):
     with pytest.raises(ConfigError, match="grid needs a list"):
         sweep.load_spec(_spec(tmp_path, params={"agent.lr": {"low": 1e-4, "high": 1e-3}}))
     assert sweep.load_spec(_spec(tmp_path, trials=99)).trials == 3  # a grid's budget is its size
+    lr = sweep.load_spec(_spec(tmp_path, method="tpe", params={"agent.lr": {"low": "1e-4", "high": 0.01}})).params[0]
+    assert (lr.low, lr.high, lr.is_int) == (1e-4, 0.01, False)
 
 
 def test_objectives_final_and_area_under_curve():

@@ -82,7 +82,7 @@ def test_report_writes_figures_tables_and_numbers(tmp_path):
     assert agg["sac-none"]["Mean"][0] == pytest.approx(0.23)  # normalised by DMC's 1000
     assert agg["sac-curl"]["IQM"][0] > agg["sac-none"]["IQM"][0]
     assert s["probability_of_improvement"]["sac-curl,sac-none"][0] == 1.0
-    for name in ("curves", "aggregate", "performance_profile", "probability_of_improvement"):
+    for name in ("curves", "aggregate", "performance_profile", "probability_of_improvement", "sample_efficiency"):
         png, svg = out / f"{name}.png", out / f"{name}.svg"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
         assert "<svg" in svg.read_text()[:1000]

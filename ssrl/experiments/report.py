@@ -130,17 +130,18 @@ def final_frame(curves: list[Curve], task: str, methods: list[str]) -> float:
     return min(c.frames[-1] for c in curves if c.task == task and c.method in methods)
 
 
-def score_matrices(curves: list[Curve], tasks: list[str], methods: list[str], at: dict[str, float],
+def score_matrices(curves: list[Curve], tasks: list[str], methods: list[str], at: dict[str, Any],
                    normalise: dict[str, float]) -> dict[str, np.ndarray]:
     """``{method: scores[run, task]}``: each run's return at frame ``at[task]`` (linear interpolation between
-    evaluations), divided by ``normalise[task]``; every task keeps the method's smallest seed count."""
+    evaluations), divided by ``normalise[task]``; ``[run, task, frame]`` when ``at[task]`` is an array of frames.
+    Every task keeps the method's smallest seed count."""
     out = {}
     for method in methods:
         per_task = [[np.interp(at[t], c.frames, c.returns) / normalise[t]
                      for c in sorted(curves, key=lambda c: c.seed) if c.task == t and c.method == method]
                     for t in tasks]
         n = min(len(s) for s in per_task)
-        out[method] = np.array([s[:n] for s in per_task]).T
+        out[method] = np.swapaxes(np.array([s[:n] for s in per_task]), 0, 1)
     return out
 
 
@@ -263,6 +264,28 @@ def plot_profiles(scores: dict[str, np.ndarray], out: Path, reps: int) -> list[P
     return _save(fig, out, "performance_profile")
 
 
+@_quiet
+def plot_sample_efficiency(scores: dict[str, np.ndarray], frames: np.ndarray, out: Path, reps: int,
+                           seed: int) -> list[Path]:
+    """IQM of normalised scores across tasks at each frame, with 95% stratified-bootstrap bands."""
+    import matplotlib.pyplot as plt
+    from rliable import library as rly
+    from rliable import metrics
+    from rliable import plot_utils
+
+    def iqm(x: np.ndarray) -> np.ndarray:
+        return np.array([metrics.aggregate_iqm(x[..., i]) for i in range(x.shape[-1])])
+
+    points, intervals = rly.get_interval_estimates(scores, iqm, reps=reps, random_state=np.random.RandomState(seed))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    plot_utils.plot_sample_efficiency_curve(frames, points, intervals, algorithms=list(scores),
+                                            colors=_colors(list(scores)), xlabel="frames",
+                                            ylabel="IQM normalised score", ax=ax, labelsize="medium",
+                                            ticklabelsize="medium")
+    ax.legend(loc="upper left")
+    return _save(fig, out, "sample_efficiency")
+
+
 def plot_improvement(poi: dict[str, list[float]], out: Path) -> list[Path]:
     from rliable import plot_utils
 
@@ -315,6 +338,9 @@ def build_report(paths: list[Path], out: Path, reference: Path | None = None, re
     figures = plot_task_curves(curves, tasks, all_methods, out, reps, seed)
     if stats:
         figures += plot_aggregates(stats, out) + plot_profiles(scores, out, reps)
+        grid = np.linspace(0, min(at.values()), 21)
+        figures += plot_sample_efficiency(score_matrices(curves, common, agg_methods, dict.fromkeys(common, grid),
+                                                         norm), grid, out, reps, seed)
     if poi:
         figures += plot_improvement(poi, out)
     summary = {"runs": len(runs), "tasks": tasks, "methods": methods, "references": ref_methods,
@@ -329,7 +355,7 @@ def build_report(paths: list[Path], out: Path, reference: Path | None = None, re
 def markdown(s: dict[str, Any], out: Path) -> str:
     """The summary as Markdown tables (per-task final returns, aggregates, probability of improvement)."""
     methods = s["methods"] + s["references"]
-    lines = [f"# Results: {s['runs']} runs, {len(s['tasks'])} tasks, methods {', '.join(s['methods'])}", "",
+    lines = [f"# Results: {s['runs']} runs, {len(s['tasks'])} task{'s' * (len(s['tasks']) != 1)}, methods {', '.join(s['methods'])}", "",
              "Final evaluation return (mean over seeds [95% bootstrap CI], n seeds) at the last frame all runs "
              "of the task reached.", "",
              "| task | frame | " + " | ".join(methods) + " |", "|---|---:|" + "---:|" * len(methods)]
@@ -338,7 +364,8 @@ def markdown(s: dict[str, Any], out: Path) -> str:
                  for m in methods]
         lines.append(f"| {task} | {row['frame']:,.0f} | " + " | ".join(cells) + " |")
     if s["aggregate"]:
-        lines += ["", f"Aggregate over {len(s['aggregate_tasks'])} tasks of scores normalised by the task's maximum "
+        n = len(s["aggregate_tasks"])
+        lines += ["", f"Aggregate over {n} task{'s' * (n != 1)} of scores normalised by the task's maximum "
                   f"(DMC: 1000); 95% stratified-bootstrap CIs ({s['bootstrap']['reps']} resamples). Optimality gap: "
                   "lower is better.", "", "| method | " + " | ".join(METRICS) + " |", "|---|" + "---:|" * len(METRICS)]
         for method, row in s["aggregate"].items():

@@ -88,6 +88,16 @@ class Spec:
         return config_lib.parse_overrides(list(self.base)).frames
 
 
+def _number(name: str, value: Any) -> int | float | None:
+    """YAML reads ``1e-4`` (no dot) as a string: accept it as the number it means."""
+    if value is None or isinstance(value, (int, float)):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"params.{name}: {value!r} is not a number") from None
+
+
 def _param(name: str, value: Any) -> Param:
     if isinstance(value, list) and value:
         return Param(name, choices=value)
@@ -97,8 +107,8 @@ def _param(name: str, value: Any) -> Param:
         unknown = set(value) - {"low", "high", "log", "step"}
         if unknown:
             raise ConfigError(f"params.{name}: unknown field(s) {', '.join(sorted(unknown))}; use low, high, log, step")
-        return Param(name, low=value["low"], high=value["high"], log=bool(value.get("log", False)),
-                     step=value.get("step"))
+        low, high, step = (_number(name, value.get(k)) for k in ("low", "high", "step"))
+        return Param(name, low=low, high=high, log=bool(value.get("log", False)), step=step)
     raise ConfigError(f"params.{name}: give a list of values or a mapping with low and high (and log, step)")
 
 
