@@ -403,7 +403,7 @@ def run_ray(spec: Spec, address: str) -> list[dict[str, Any]]:
     records = []
     for i, result in enumerate(tuner.fit()):
         value, frame = result.metrics.get("objective"), result.metrics.get("frame", 0)
-        state = "fail" if result.error else ("complete" if frame >= frames else "pruned")
+        state = "fail" if result.error else ("complete" if frame >= frames else "stopped")  # pruned or interrupted
         records.append({"trial": i, "state": state, "value": None if result.error else value,
                         "params": result.config, "run_dir": str(trial_dir(spec, result.config)),
                         "error": str(result.error).strip().splitlines()[-1] if result.error else ""})
