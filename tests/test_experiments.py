@@ -238,3 +238,25 @@ def test_experiment_names_a_single_runs_directory(tmp_path, monkeypatch):
     assert cli_main(["train", *TINY, "frames=8", "seed_frames=0", "experiment=exp", "seed=3", "progress=false"]) == 0
     run = Path("runs/exp") / multirun.run_name([*TINY, "frames=8", "seed_frames=0", "seed=3"])
     assert json.loads((run / "meta.json").read_text())["status"] == "finished"
+
+
+def test_wandb_runs_are_grouped_by_experiment_and_tagged_by_task_method_seed(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    from ssrl.experiments.train import Trainer
+
+    seen = {}
+
+    class Run:  # stands in for the wandb service; only the init arguments matter here
+        def log(self, *args, **kwargs):
+            pass
+
+        def finish(self):
+            pass
+
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: seen.update(kwargs) or Run())
+    cfg = config_lib.parse_overrides([*TINY, "wandb=true", "wandb_mode=offline", "experiment=exp", "seed=2",
+                                      f"run_dir={tmp_path}"])
+    Trainer(cfg).logger.close()
+    assert seen["group"] == "exp" and seen["mode"] == "offline"
+    assert {"dmc/cartpole-swingup", "sac", "none", "seed2"} <= set(seen["tags"])
+    assert meta.read(tmp_path)["status"] == "started"
