@@ -119,7 +119,7 @@ def test_multirun_resumes_interrupted_runs_and_skips_finished_ones(tmp_path):
         assert info["status"] == "finished" and info["frame"] >= 3000 and info["frames_per_s"] > 0
         assert info["config"]["experiment"] == "multirun" and info["packages"]["torch"]
         assert info["sessions"][0]["hardware"]["cpu_count"] == os.cpu_count() and "git" in info
-        assert [r["frame"] for r in sweep.read_eval(job.run_dir)] == [0, 3000]
+        assert [r["frame"] for r in meta.read_eval(job.run_dir)] == [0, 3000]
     assert len(meta.read(jobs[1].run_dir)["sessions"]) == 2
 
     before = {j.run_dir: (j.run_dir / "eval.csv").stat().st_mtime_ns for j in done}
@@ -172,7 +172,7 @@ def test_local_sweep_records_a_failing_trial_and_resumes_a_killed_one(tmp_path):
     assert by_lr[-1.0]["state"] == "fail" and "Invalid learning rate" in by_lr[-1.0]["error"]
     for lr in (0.001, 0.0003):
         assert by_lr[lr]["state"] == "complete" and math.isfinite(by_lr[lr]["value"])
-        rows = sweep.read_eval(Path(by_lr[lr]["run_dir"]))
+        rows = meta.read_eval(Path(by_lr[lr]["run_dir"]))
         assert by_lr[lr]["value"] == pytest.approx(sweep.objective_value(rows, "auc"))
     table = (spec.dir / "trials.csv").read_text()
     assert table.count("complete") == 2 and table.count("fail") == 1
@@ -207,7 +207,7 @@ def test_ray_tune_path_on_a_local_instance(tmp_path):
         ray.shutdown()
     by_lr = {r["params"]["agent.lr"]: r for r in records}
     assert by_lr[0.001]["state"] == "complete" and math.isfinite(by_lr[0.001]["value"])
-    rows = sweep.read_eval(Path(by_lr[0.001]["run_dir"]))
+    rows = meta.read_eval(Path(by_lr[0.001]["run_dir"]))
     assert by_lr[0.001]["value"] == pytest.approx(sweep.objective_value(rows, "auc"))
     assert by_lr[-1.0]["state"] == "fail" and "Invalid learning rate" in by_lr[-1.0]["error"]
 

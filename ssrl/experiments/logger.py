@@ -81,7 +81,8 @@ def start_wandb(run_dir: Path, config: dict[str, Any], project: str, mode: str, 
     except ImportError:
         raise ImportError("wandb=true needs wandb: pip install 'ssrl[wandb]'") from None
     id_file = run_dir / "wandb_id.txt"
-    run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:12]  # wandb 0.31 has no util.generate_id
+    # A local id: wandb 0.31 no longer has `wandb.util.generate_id`.
+    run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:12]
     id_file.write_text(run_id)
     return wandb.init(project=project, dir=str(run_dir), config=config, id=run_id, resume="allow", mode=mode,
                       name=name, group=group or config.get("env"), tags=tags)

@@ -54,7 +54,7 @@ def hardware() -> dict[str, Any]:
                   if line.startswith("model name")]
         cpu = models[0] if models else cpu
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return {"host": socket.gethostname(), "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
             "memory_gb": round(memory / 2**30, 1) if memory else None, "gpus": gpus,
             "torch_threads": torch.get_num_threads()}
@@ -91,6 +91,21 @@ def finish(run_dir: Path, frame: int, elapsed: float) -> None:
     data |= {"status": "finished", "frame": frame, "elapsed_s": round(elapsed, 2),
              "frames_per_s": round(frame / elapsed, 2) if elapsed > 0 else None}
     _write(run_dir, data)
+
+
+def read_eval(run_dir: Path) -> list[dict[str, float]]:
+    """Frame and return of each complete row of ``run_dir/eval.csv`` (safe while the run is writing it: a line
+    still being written is left out)."""
+    try:
+        text = (Path(run_dir) / "eval.csv").read_text()
+    except OSError:
+        return []
+    lines = text.splitlines() if text.endswith("\n") else text.splitlines()[:-1]
+    if len(lines) < 2:
+        return []
+    header = lines[0].split(",")
+    rows = [dict(zip(header, line.split(","))) for line in lines[1:]]
+    return [{"frame": float(r["frame"]), "episode_reward": float(r["episode_reward"])} for r in rows]
 
 
 def is_finished(run_dir: Path, frames: int) -> bool:

@@ -13,7 +13,6 @@ Multirun-only keys: ``suite=NAME`` (a benchmark from :mod:`ssrl.experiments.suit
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import itertools
 import os
@@ -238,22 +237,13 @@ def run_grid(grid: Grid) -> list[Job]:
     return jobs
 
 
-def final_return(run_dir: Path) -> float | None:
-    """The last evaluation return logged in ``run_dir/eval.csv``."""
-    path = run_dir / "eval.csv"
-    if not path.exists():
-        return None
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    return float(rows[-1]["episode_reward"]) if rows else None
-
-
 def main(args: list[str]) -> int:
     """``ssrl train`` with a grid: run it and print one row per run; exit 1 if any run failed."""
     jobs = run_grid(expand(args))
     table = Table("run", "status", "frames", "final eval return")
     for job in jobs:
-        ret = final_return(job.run_dir)
+        rows = meta.read_eval(job.run_dir)
+        ret = rows[-1]["episode_reward"] if rows else None
         table.add_row(str(job.run_dir), job.status, f"{job.frames:,}", "-" if ret is None else f"{ret:.1f}")
     console.print(table)
     return int(any(j.status == "failed" for j in jobs))

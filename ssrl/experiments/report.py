@@ -27,6 +27,7 @@ import numpy as np
 import yaml
 
 from ssrl.errors import ConfigError
+from ssrl.experiments import meta
 
 DMC_MAX_SCORE = 1000.0
 METRICS = ("IQM", "Median", "Mean", "Optimality gap")
@@ -43,7 +44,6 @@ class Curve:
     seed: int
     frames: np.ndarray
     returns: np.ndarray
-    source: str
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -51,12 +51,6 @@ def _lookup(data: dict[str, Any], key: str) -> Any:
     for part in key.split("."):
         data = data.get(part) if isinstance(data, dict) else None
     return data
-
-
-def _read_eval(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with path.open(newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("frame") and r.get("episode_reward")]
-    return (np.array([float(r["frame"]) for r in rows]), np.array([float(r["episode_reward"]) for r in rows]))
 
 
 def find_runs(paths: list[Path], group_by: tuple[str, ...] = ("agent.name", "representation.name")) -> list[Curve]:
@@ -69,10 +63,11 @@ def find_runs(paths: list[Path], group_by: tuple[str, ...] = ("agent.name", "rep
     curves = []
     for run_dir in dict.fromkeys(dirs):
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-        frames, returns = _read_eval(run_dir / "eval.csv")
-        if len(frames):
+        rows = meta.read_eval(run_dir)
+        if rows:
             method = "-".join(str(_lookup(cfg, k)) for k in group_by)
-            curves.append(Curve(str(cfg.get("env")), method, int(cfg.get("seed", 0)), frames, returns, str(run_dir)))
+            curves.append(Curve(str(cfg.get("env")), method, int(cfg.get("seed", 0)),
+                                np.array([r["frame"] for r in rows]), np.array([r["episode_reward"] for r in rows])))
     if not curves:
         raise FileNotFoundError(f"no runs (config.yaml + eval.csv) under {', '.join(map(str, paths))}")
     return curves
@@ -101,7 +96,7 @@ def load_reference(directory: Path, tasks: list[str]) -> list[Curve]:
                                                       key=lambda r: (r["agent"], int(r["seed"]))):
             group = list(group)
             curves.append(Curve(task, f"{agent} (published)", seed, np.array([float(r["frame"]) for r in group]),
-                                np.array([float(r["episode_reward"]) for r in group]), str(path)))
+                                np.array([float(r["episode_reward"]) for r in group])))
     return curves
 
 
@@ -244,7 +239,8 @@ def plot_aggregates(stats: dict[str, dict[str, list[float]]], out: Path) -> list
     points = {m: np.array([stats[m][k][0] for k in METRICS]) for m in methods}
     intervals = {m: np.array([[stats[m][k][1] for k in METRICS], [stats[m][k][2] for k in METRICS]]) for m in methods}
     fig, _ = plot_utils.plot_interval_estimates(points, intervals, metric_names=list(METRICS), algorithms=methods,
-                                                colors=_colors(methods), xlabel="Normalised score", xlabel_y_coordinate=-0.4)
+                                                colors=_colors(methods), xlabel="Normalised score",
+                                                xlabel_y_coordinate=-0.4)
     return _save(fig, out, "aggregate")
 
 
@@ -355,7 +351,9 @@ def build_report(paths: list[Path], out: Path, reference: Path | None = None, re
 def markdown(s: dict[str, Any], out: Path) -> str:
     """The summary as Markdown tables (per-task final returns, aggregates, probability of improvement)."""
     methods = s["methods"] + s["references"]
-    lines = [f"# Results: {s['runs']} runs, {len(s['tasks'])} task{'s' * (len(s['tasks']) != 1)}, methods {', '.join(s['methods'])}", "",
+    n_tasks = len(s["tasks"])
+    title = f"# Results: {s['runs']} runs, {n_tasks} task{'s' * (n_tasks != 1)}, methods {', '.join(s['methods'])}"
+    lines = [title, "",
              "Final evaluation return (mean over seeds [95% bootstrap CI], n seeds) at the last frame all runs "
              "of the task reached.", "",
              "| task | frame | " + " | ".join(methods) + " |", "|---|---:|" + "---:|" * len(methods)]

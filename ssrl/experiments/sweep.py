@@ -163,26 +163,6 @@ def objective_value(rows: list[dict[str, float]], kind: str) -> float:
     return float(np.trapezoid(rewards, frames) / (frames[-1] - frames[0]))
 
 
-def read_eval(run_dir: Path) -> list[dict[str, float]]:
-    """Complete rows of ``run_dir/eval.csv`` (a line still being written is left out)."""
-    path = run_dir / "eval.csv"
-    try:
-        text = path.read_text()
-    except OSError:
-        return []
-    lines = text.splitlines()
-    if not text.endswith("\n"):
-        lines = lines[:-1]
-    if len(lines) < 2:
-        return []
-    header = lines[0].split(",")
-    rows = []
-    for line in lines[1:]:
-        values = dict(zip(header, line.split(",")))
-        rows.append({"frame": float(values["frame"]), "episode_reward": float(values["episode_reward"])})
-    return rows
-
-
 @dataclass
 class TrialResult:
     value: float | None
@@ -197,12 +177,14 @@ def run_trial(overrides: list[str], run_dir: Path, experiment: str, objective: s
     """Train one trial as an ``ssrl train`` process, calling ``report(frame, objective_so_far)`` for every new
     eval row; when ``report`` returns True the trial is stopped (pruned). A finished run is not retrained."""
     frames = config_lib.parse_overrides(list(overrides)).frames
-    proc = None if meta.is_finished(run_dir, frames) else launch_train([*overrides, f"experiment={experiment}"], run_dir)
+    proc = None
+    if not meta.is_finished(run_dir, frames):
+        proc = launch_train([*overrides, f"experiment={experiment}"], run_dir)
     seen, pruned = 0, False
     try:
         while True:
             running = proc is not None and proc.poll() is None
-            rows = read_eval(run_dir)
+            rows = meta.read_eval(run_dir)
             for i in range(seen, len(rows)):
                 if report(int(rows[i]["frame"]), objective_value(rows[: i + 1], objective)):
                     pruned = True
@@ -216,7 +198,7 @@ def run_trial(overrides: list[str], run_dir: Path, experiment: str, objective: s
             proc.terminate()
             proc.wait()
     rc = 0 if proc is None or pruned else proc.returncode
-    rows = read_eval(run_dir)
+    rows = meta.read_eval(run_dir)
     value = objective_value(rows, objective) if rows else None
     error = ""
     if rc != 0:

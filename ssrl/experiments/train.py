@@ -114,8 +114,8 @@ class Trainer:
         if cfg.wandb and cfg.wandb_mode != "disabled":
             name = f"{cfg.env}/{cfg.agent.name}-{cfg.representation.name}/seed{cfg.seed}"
             tags = [cfg.env, cfg.agent.name, cfg.representation.name, f"seed{cfg.seed}"]
-            wandb_run = start_wandb(self.run_dir, config_lib.to_dict(cfg), cfg.wandb_project, cfg.wandb_mode, name, tags,
-                                    group=cfg.experiment or cfg.env)
+            wandb_run = start_wandb(self.run_dir, config_lib.to_dict(cfg), cfg.wandb_project, cfg.wandb_mode, name,
+                                    tags, group=cfg.experiment or cfg.env)
         self.logger = Logger(self.run_dir, wandb_run)
         self.logger.truncate_after(self.frame if stored is not None else -1)
 
