@@ -20,7 +20,15 @@ commands:
   ppo     PPO on batched envs: ssrl ppo env=dmc/cartpole-balance num_envs=64 frames=200000 device=cpu
   config  print the resolved config for the given overrides (all keys, defaults included)
   tasks   list environment ids
+  sweep   hyperparameter sweep:  ssrl sweep SPEC.yaml [--address RAY_ADDRESS] [--export wandb]
+  report  aggregate results:     ssrl report RUN_DIRS... --out DIR [--reference DIR]
+
+multirun: comma lists expand to a grid, run in parallel (jobs=N) and resumed when rerun:
+  ssrl train env=dmc/cheetah-run,dmc/walker-walk representation=none seeds=5 jobs=2
+  ssrl train suite=dmc100k seeds=5          (suites: dmc100k, dmc500k, dmc-hard)
 """
+# Commands with their own argument parser: name -> module with main(argv) -> exit code.
+SUBCOMMANDS = {"sweep": "ssrl.experiments.sweep", "report": "ssrl.experiments.report"}
 
 
 VIDEO_SIZE = 256
@@ -55,13 +63,23 @@ def _eval(args: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
+
+        return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
     parser = argparse.ArgumentParser(prog="ssrl", usage=USAGE, add_help=True)
     parser.add_argument("command", choices=["train", "eval", "ppo", "config", "tasks"])
     parser.add_argument("overrides", nargs="*")
     ns = parser.parse_args(argv)
     try:
         if ns.command == "train":
+            from ssrl.experiments import multirun
+
+            if multirun.is_multirun(ns.overrides):
+                return multirun.main(ns.overrides)
             cfg = config_lib.parse_overrides(ns.overrides)
+            if cfg.experiment and not cfg.run_dir:  # runs/<experiment>/<overrides>, as multirun names them
+                cfg.run_dir = str(Path("runs") / cfg.experiment / multirun.run_name(ns.overrides))
             from ssrl.experiments.train import Trainer
 
             Trainer(cfg).train()

@@ -100,6 +100,7 @@ class TrainConfig:
     seed_frames: int = 4000
     seed: int = 0
     run_dir: str = ""  # default: runs/<env>/<agent>-<representation>/seed<seed>
+    experiment: str = ""  # groups runs (multirun, sweeps, wandb group); with no run_dir: runs/<experiment>/<overrides>
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     replay_capacity: int = 100_000

@@ -72,15 +72,17 @@ class Logger:
             self.wandb_run.finish()
 
 
-def start_wandb(run_dir: Path, config: dict[str, Any], project: str, mode: str, name: str, tags: list[str]) -> Any:
-    """Start (or resume, by the id stored in the run directory) a wandb run. ``mode="offline"`` needs no
-    account; sync later with ``wandb sync <run_dir>/wandb``."""
+def start_wandb(run_dir: Path, config: dict[str, Any], project: str, mode: str, name: str, tags: list[str],
+                group: str | None = None) -> Any:
+    """Start (or resume, by the id stored in the run directory) a wandb run in ``group`` (default: the env).
+    ``mode="offline"`` needs no account; sync later with ``wandb sync <run_dir>/wandb``."""
     try:
         import wandb
     except ImportError:
         raise ImportError("wandb=true needs wandb: pip install 'ssrl[wandb]'") from None
     id_file = run_dir / "wandb_id.txt"
-    run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
+    # A local id: wandb 0.31 no longer has `wandb.util.generate_id`.
+    run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:12]
     id_file.write_text(run_id)
     return wandb.init(project=project, dir=str(run_dir), config=config, id=run_id, resume="allow", mode=mode,
-                      name=name, group=config.get("env"), tags=tags)
+                      name=name, group=group or config.get("env"), tags=tags)

@@ -27,12 +27,13 @@ from ssrl.config import TrainConfig
 from ssrl.data import ReplayBuffer
 from ssrl.envs import default_action_repeat, make
 from ssrl.errors import CheckpointError, ConfigError
+from ssrl.experiments import meta
 from ssrl.experiments.logger import Logger, start_wandb
 
 CHECKPOINT = "checkpoint.pt"
 # Keys a resumed run may change; any other difference from the stored config is an error.
 RESUMABLE_KEYS = {"frames", "eval_every", "eval_episodes", "checkpoint_every", "wandb", "wandb_project",
-                  "wandb_mode", "progress", "device", "threads", "run_dir"}
+                  "wandb_mode", "progress", "device", "threads", "run_dir", "experiment"}
 console = Console()
 
 
@@ -112,12 +113,14 @@ class Trainer:
         self.counters = Counters()
         self._restore(stored)
         config_lib.save(cfg, self.run_dir / "config.yaml")
+        meta.start(self.run_dir, config_lib.to_dict(cfg), self.frame)
 
         wandb_run = None
         if cfg.wandb and cfg.wandb_mode != "disabled":
             name = f"{cfg.env}/{cfg.agent.name}-{cfg.representation.name}/seed{cfg.seed}"
             tags = [cfg.env, cfg.agent.name, cfg.representation.name, f"seed{cfg.seed}"]
-            wandb_run = start_wandb(self.run_dir, config_lib.to_dict(cfg), cfg.wandb_project, cfg.wandb_mode, name, tags)
+            wandb_run = start_wandb(self.run_dir, config_lib.to_dict(cfg), cfg.wandb_project, cfg.wandb_mode, name,
+                                    tags, group=cfg.experiment or cfg.env)
         self.logger = Logger(self.run_dir, wandb_run)
         self.logger.truncate_after(self.frame if stored is not None else -1)
 
@@ -210,6 +213,7 @@ class Trainer:
             last_eval = self.run_eval()
             console.print(f"eval  frame {self.frame:>9,}  reward {last_eval['episode_reward']:8.1f}")
             self.save_checkpoint()
+        meta.finish(self.run_dir, self.frame, c.elapsed)
         self.logger.close()
         return last_eval
 
