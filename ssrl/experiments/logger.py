@@ -42,10 +42,10 @@ class CSVLog:
         with self.path.open("a", newline="") as f:
             csv.DictWriter(f, self.fields).writerow(row)
 
-    def truncate_after(self, frame: int) -> None:
-        """Drop rows logged after ``frame`` (they belong to work a resumed run redoes)."""
+    def keep_first(self, count: int) -> None:
+        """Keep only the first ``count`` rows (a resumed run redoes the work logged after its checkpoint)."""
         if self.path.exists():
-            self._rewrite([r for r in self.rows() if float(r["frame"]) <= frame])
+            self._rewrite(self.rows()[:count])
 
 
 class Logger:
@@ -63,9 +63,10 @@ class Logger:
         if self.wandb_run is not None:
             self.wandb_run.log({f"{namespace}/{k}": v for k, v in row.items()}, step=int(row["frame"]))
 
-    def truncate_after(self, frame: int) -> None:
-        for log in self.csv.values():
-            log.truncate_after(frame)
+    def keep_first(self, counts: dict[str, int]) -> None:
+        """Keep the first ``counts[namespace]`` rows of each CSV: those logged before the checkpoint."""
+        for namespace, log in self.csv.items():
+            log.keep_first(counts[namespace])
 
     def close(self) -> None:
         if self.wandb_run is not None:

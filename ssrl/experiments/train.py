@@ -122,7 +122,7 @@ class Trainer:
             wandb_run = start_wandb(self.run_dir, config_lib.to_dict(cfg), cfg.wandb_project, cfg.wandb_mode, name,
                                     tags, group=cfg.experiment or cfg.env)
         self.logger = Logger(self.run_dir, wandb_run)
-        self.logger.truncate_after(self.frame if stored is not None else -1)
+        self.logger.keep_first({"train": self.counters.episode, "eval": self.counters.evals})
 
     # ----------------------------------------------------------------------------------------- state
     @property
