@@ -188,7 +188,7 @@ def test_world_model_curiosity_bonus_is_its_prediction_error_and_reaches_the_rew
 @pytest.mark.parametrize("module", MODULES)
 def test_short_ssrl_train_logs_representation_metrics(tmp_path, module, agent):
     cfg = parse_overrides([
-        "env=dmc/cartpole-swingup", "obs=pixels", "size=32", "action_repeat=25", "frames=1000", "seed_frames=500",
+        "env=dmc/cartpole-swingup", "obs=pixels", "size=32", "action_repeat=50", "frames=1000", "seed_frames=500",
         "eval_episodes=1", "eval_every=100000", "progress=false", f"run_dir={tmp_path}", f"agent={agent}",
         "agent.batch_size=8", "agent.hidden_dim=32", "agent.update_every=2", "encoder.num_filters=8",
         "encoder.num_layers=2", f"representation={module}", *(["representation.k=3"] if module != "curl" else []),
