@@ -22,6 +22,7 @@ STATE = gym.spaces.Box(-np.inf, np.inf, (5,), np.float32)
 ACTIONS = gym.spaces.Box(-1, 1, (2,), np.float32)
 SPACES = {"pixels": PIXELS, "state": STATE, "pixels+state": gym.spaces.Dict({"pixels": PIXELS, "state": STATE})}
 MODULES = ["curl", "spr", "masked", "world_model"]
+HEADS = {"spr": "representation.inverse_coef=1", "world_model": "representation.decoder_coef=1"}  # optional heads on
 B, K = 16, 5
 
 
@@ -87,8 +88,7 @@ def test_config_selects_modules_and_rejects_unknown_or_bad_keys():
 @pytest.mark.parametrize("obs", list(SPACES))
 @pytest.mark.parametrize("module", MODULES)
 def test_loss_falls_on_a_fixed_dataset(module, obs):
-    agent = build(module, SPACES[obs], "agent.augmentation=none", "representation.decoder_coef=1"
-                  if module == "world_model" else "representation.lr=1e-3")
+    agent = build(module, SPACES[obs], "agent.augmentation=none", HEADS.get(module, "representation.lr=1e-3"))
     replay = FixedReplay(SPACES[obs])
     losses = [float(repr_step(agent, replay)["repr_loss"]) for _ in range(25)]
     assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses
@@ -97,7 +97,7 @@ def test_loss_falls_on_a_fixed_dataset(module, obs):
 @pytest.mark.parametrize("obs", ["pixels", "pixels+state"])
 @pytest.mark.parametrize("module", MODULES)
 def test_gradients_reach_exactly_the_encoder_and_the_modules_heads(module, obs):
-    agent = build(module, SPACES[obs], "representation.decoder_coef=1" if module == "world_model" else "agent.lr=1e-3")
+    agent = build(module, SPACES[obs], HEADS.get(module, "agent.lr=1e-3"))
     rep, replay = agent.representation, FixedReplay(SPACES[obs])
     batch = to_torch(replay.batch if rep.sequence_length == 0 else replay.sample_sequences(B, rep.sequence_length), "cpu")
     loss, metrics = rep.loss(batch, agent.encoder, agent.augment)
