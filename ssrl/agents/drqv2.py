@@ -45,6 +45,6 @@ class DrQV2(OffPolicyAgent):
         q1, q2 = self.critic(features, action)
         actor_loss = -torch.min(q1, q2).mean()
         self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
+        actor_loss.backward(inputs=list(self.actor.parameters()))  # no critic weight gradients: nothing uses them
         self.actor_opt.step()
         return {"actor_loss": actor_loss.detach(), "stddev": torch.tensor(self.stddev(frame))}

@@ -66,7 +66,7 @@ class SAC(OffPolicyAgent):
         q1, q2 = self.critic(features, action)
         actor_loss = (self.alpha.detach() * log_prob - torch.min(q1, q2)).mean()
         self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
+        actor_loss.backward(inputs=list(self.actor.parameters()))  # no critic weight gradients: nothing uses them
         self.actor_opt.step()
 
         alpha_loss = (self.alpha * (-log_prob - self.target_entropy).detach()).mean()
