@@ -242,3 +242,21 @@ def test_speed_keys_are_checked():
         parse_overrides(["speed.amp=fp8"])
     with pytest.raises(ConfigError, match="no 'channel_last' in 'speed'"):
         parse_overrides(["speed.channel_last=true"])
+
+
+def test_fused_adam_takes_the_default_adam_steps():
+    from ssrl.nn.utils import adam
+
+    torch.manual_seed(0)
+    params = [torch.randn(64, 32, requires_grad=True), torch.randn(8, 3, 3, 3, requires_grad=True)]
+    twins = [p.detach().clone().requires_grad_(True) for p in params]
+    fused, default = adam(params, lr=1e-3), torch.optim.Adam(twins, lr=1e-3)
+    assert fused.defaults["fused"]
+    for _ in range(3):
+        for p, q in zip(params, twins):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        fused.step()
+        default.step()
+    for p, q in zip(params, twins):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)

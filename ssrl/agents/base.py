@@ -16,7 +16,7 @@ from ssrl.config import EncoderConfig, RepresentationConfig, SpeedConfig
 from ssrl.data import to_torch
 from ssrl.nn.augment import Augment
 from ssrl.nn.encoders import PixelEncoder, make_encoder
-from ssrl.nn.utils import compile_or_eager, frozen_copy, mlp, orthogonal_init, soft_update
+from ssrl.nn.utils import adam, compile_or_eager, frozen_copy, mlp, orthogonal_init, soft_update
 from ssrl.representations import make_representation
 
 Metrics = dict[str, torch.Tensor]
@@ -63,16 +63,16 @@ class OffPolicyAgent(nn.Module):
         self.encoder_target = frozen_copy(self.encoder) if self.encoder_tau is not None else None
         self.representation = make_representation(repr_cfg, self.encoder, obs_space, action_space)
         self.repr_weight = repr_cfg.weight
-        self.critic_opt = torch.optim.Adam([
+        self.critic_opt = adam([
             {"params": self.critic.parameters(), "lr": cfg.lr},
             {"params": self.encoder.parameters(), "lr": cfg.lr * encoder_cfg.lr_scale},
-        ])
+        ], lr=cfg.lr)
         self.repr_opt = None
         if self.representation is not None:
             params = list(self.representation.parameters())
             if self.representation.trains_encoder:
                 params += list(self.encoder.parameters())
-            self.repr_opt = torch.optim.Adam(params, lr=repr_cfg.lr)
+            self.repr_opt = adam(params, lr=repr_cfg.lr)
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
         self.speed = SpeedConfig(channels_last=False)
         self._sampler: ThreadPoolExecutor | None = None

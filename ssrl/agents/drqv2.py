@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ssrl.agents.base import Metrics, OffPolicyAgent
-from ssrl.nn.utils import mlp, orthogonal_init, schedule
+from ssrl.nn.utils import adam, mlp, orthogonal_init, schedule
 
 
 def noisy(mu: torch.Tensor, std: float, clip: float | None) -> torch.Tensor:
@@ -24,7 +24,7 @@ class DrQV2(OffPolicyAgent):
         super().__init__(obs_space, action_space, cfg, encoder_cfg, repr_cfg, device)
         self.actor = nn.Sequential(mlp(self.encoder.features_dim, cfg.hidden_dim, self.action_dim), nn.Tanh())
         self.actor.apply(orthogonal_init)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
+        self.actor_opt = adam(self.actor.parameters(), lr=cfg.lr)
         self.to(device)
 
     def stddev(self, frame: int) -> float:
