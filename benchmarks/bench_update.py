@@ -15,11 +15,13 @@ Rows per agent:
   through the online encoder, positive through the EMA encoder, bilinear logits, its own optimizer).
 - ``ssrl plain``: the agent with ``speed.channels_last=false``.
 - ``ssrl default``: the agent with its default ``speed`` settings.
+- ``ssrl bf16``: the default plus ``speed.amp=bf16`` alone.
 - ``ssrl fast``: all speed flags (``speed.prefetch=true speed.amp=bf16``, plus ``speed.compile=true`` with
   ``--compile``); bf16 changes the numerics, the other flags do not.
 
 The machine is shared, so variants are timed in alternating order within each round and the table reports
-medians over rounds; ratios are to the baseline of the same agent. Writes benchmarks/results/update.json.
+medians over rounds; ratios are to the baseline of the same agent. Writes benchmarks/results/update.json
+(``--out`` to change).
 """
 
 from __future__ import annotations
@@ -198,6 +200,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="add speed.compile=true to the fast row")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -215,7 +218,9 @@ def main() -> None:
         action_space = gym.spaces.Box(-1, 1, (ACTION_DIM,), np.float32)
         frames = np.stack([replay.sample(1)["obs"][0] for _ in range(64)])
         variants: dict[str, Callable[[], Any]] = {}
-        for name, flags in (("ssrl plain", ["speed.channels_last=false"]), ("ssrl default", []), ("ssrl fast", fast_flags)):
+        rows = (("ssrl plain", ["speed.channels_last=false"]), ("ssrl default", []), ("ssrl bf16", ["speed.amp=bf16"]),
+                ("ssrl fast", fast_flags))
+        for name, flags in rows:
             torch.manual_seed(0)
             agent = make_agent(parse_overrides(base + flags), space, action_space, device)
             variants[name] = lambda agent=agent: agent.update(replay, frame=0)
@@ -249,14 +254,14 @@ def main() -> None:
                           str(res["batch_size"]), name, f"{rate:.3f}", f"{res['over_baseline'][name]:.2f}x")
     console.print(table)
     console.print(f"ssrl fast = {' '.join(fast_flags)}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
         "device": str(device), "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
         "machine": platform.machine(), "torch": torch.__version__, "obs_shape": list(space.shape),
         "rounds": args.rounds, "updates_per_round": args.updates, "fast_flags": fast_flags,
         "load_average": os.getloadavg(), "results": results,
     }, indent=2) + "\n")
-    console.print(f"wrote {RESULTS}")
+    console.print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
