@@ -139,6 +139,16 @@ class WorldModelConfig(RepresentationConfig):
     hidden_dim: int = 256
 
 
+@dataclass
+class SpeedConfig:
+    """How the update runs, not what it computes (docs/speed.md). Only ``amp`` changes the numerics."""
+
+    channels_last: bool = True  # NHWC convolutions (oneDNN / cuDNN fast path)
+    compile: bool = False  # torch.compile the encoder, critic and actor (falls back to eager with a warning)
+    amp: str = "none"  # "bf16": the conv trunk runs under bf16 autocast
+    prefetch: bool = False  # sample the next batch in a background thread while this update computes
+
+
 AGENTS: dict[str, type] = {"sac": SACConfig, "drqv2": DrQV2Config}
 REPRESENTATIONS: dict[str, type] = {"none": RepresentationConfig, "curl": CURLConfig, "spr": SPRConfig,
                                     "masked": MaskedConfig, "world_model": WorldModelConfig}
@@ -175,6 +185,7 @@ class TrainConfig:
     agent: Any = field(default_factory=SACConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     representation: Any = field(default_factory=RepresentationConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
 
     def resolved_run_dir(self) -> Path:
         if self.run_dir:
@@ -188,6 +199,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "render": ("fast", "dmc"),
     "wandb_mode": ("online", "offline", "disabled"),
     "agent.augmentation": ("none", "shift", "crop"),
+    "speed.amp": ("none", "bf16"),
 }
 POSITIVE = {"size", "frame_stack", "frames", "eval_episodes", "replay_capacity", "eval_every", "checkpoint_every"}
 

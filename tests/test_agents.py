@@ -135,7 +135,7 @@ def test_augmentations_shift_and_crop():
     shift = Augment("shift", gym.spaces.Box(0, 255, (3, 20, 20), np.uint8))
     torch.manual_seed(0)
     y = shift(x)
-    assert y.shape == (2, 3, 20, 20) and y.dtype == torch.float32
+    assert y.shape == (2, 3, 20, 20) and y.dtype == torch.uint8  # uint8 is kept until the encoder
     crop = Augment("crop", gym.spaces.Box(0, 255, (3, 20, 20), np.uint8))
     assert crop.output_space().shape == (3, 4, 4)
     z = crop(x)
@@ -144,7 +144,7 @@ def test_augmentations_shift_and_crop():
     for i in range(2):
         windows = x[i].float().unfold(1, 4, 1).unfold(2, 4, 1)  # (C, 17, 17, 4, 4)
         assert (windows == z[i][:, None, None]).flatten(3).all(-1).all(0).any()
-    torch.testing.assert_close(crop.eval_view(x), x[..., 8:12, 8:12].float())
+    torch.testing.assert_close(crop.eval_view(x), x[..., 8:12, 8:12])
 
 
 def test_schedule():

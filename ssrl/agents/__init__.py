@@ -14,8 +14,11 @@ AGENTS: dict[str, type[OffPolicyAgent]] = {"sac": SAC, "drqv2": DrQV2}
 
 
 def make_agent(cfg: TrainConfig, obs_space: gym.Space, action_space: gym.spaces.Box, device: torch.device) -> OffPolicyAgent:
-    """Build the agent that ``cfg.agent.name`` names, with ``cfg.encoder`` and ``cfg.representation``."""
-    return AGENTS[cfg.agent.name](obs_space, action_space, cfg.agent, cfg.encoder, cfg.representation, device)
+    """Build the agent that ``cfg.agent.name`` names, with ``cfg.encoder`` and ``cfg.representation``, running
+    with the ``cfg.speed`` settings."""
+    agent = AGENTS[cfg.agent.name](obs_space, action_space, cfg.agent, cfg.encoder, cfg.representation, device)
+    agent.set_speed(cfg.speed)
+    return agent
 
 
 __all__ = ["AGENTS", "DrQV2", "OffPolicyAgent", "SAC", "make_agent"]

@@ -3,6 +3,7 @@ the representation seam. Subclasses add the actor, ``act``, ``target_value`` and
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import gymnasium as gym
@@ -11,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssrl.config import EncoderConfig, RepresentationConfig
+from ssrl.config import EncoderConfig, RepresentationConfig, SpeedConfig
 from ssrl.data import to_torch
 from ssrl.errors import ConfigError
 from ssrl.nn.augment import Augment
-from ssrl.nn.encoders import make_encoder
-from ssrl.nn.utils import frozen_copy, mlp, orthogonal_init, soft_update
+from ssrl.nn.encoders import PixelEncoder, make_encoder
+from ssrl.nn.utils import adam, compile_or_eager, frozen_copy, mlp, orthogonal_init, soft_update
 from ssrl.representations import make_representation
 
 Metrics = dict[str, torch.Tensor]
@@ -66,17 +67,34 @@ class OffPolicyAgent(nn.Module):
             raise ConfigError(f"an intrinsic reward is defined for one-step transitions: set agent.n_step=1 "
                               f"(got {cfg.n_step})")
         self.repr_weight = repr_cfg.weight
-        self.critic_opt = torch.optim.Adam([
+        self.critic_opt = adam([
             {"params": self.critic.parameters(), "lr": cfg.lr},
             {"params": self.encoder.parameters(), "lr": cfg.lr * encoder_cfg.lr_scale},
-        ])
+        ], lr=cfg.lr)
         self.repr_opt = None
         if self.representation is not None:
             params = list(self.representation.parameters())
             if self.representation.trains_encoder:
                 params += list(self.encoder.parameters())
-            self.repr_opt = torch.optim.Adam(params, lr=repr_cfg.lr)
+            self.repr_opt = adam(params, lr=repr_cfg.lr)
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        self.speed = SpeedConfig(channels_last=False)
+        self._sampler: ThreadPoolExecutor | None = None
+        self._prefetch: Future | None = None
+
+    def set_speed(self, speed: SpeedConfig) -> None:
+        """Apply the speed settings (docs/speed.md); none of them changes the maths except ``amp``."""
+        memory_format = torch.channels_last if speed.channels_last else torch.contiguous_format
+        self.to(memory_format=memory_format)  # conv weights; parameters keep their identity (optimizers stay valid)
+        for module in self.modules():
+            if isinstance(module, PixelEncoder):
+                module.memory_format = memory_format
+                module.amp_dtype = torch.bfloat16 if speed.amp == "bf16" else None
+        if speed.compile and not self.speed.compile:
+            for name in ("encoder", "encoder_target", "critic", "critic_target", "actor"):
+                if getattr(self, name, None) is not None:
+                    compile_or_eager(getattr(self, name), name)
+        self.speed = speed
 
     # ------------------------------------------------------------------------------------------- acting
     def obs_to_tensor(self, obs: Any) -> Any:
@@ -96,9 +114,23 @@ class OffPolicyAgent(nn.Module):
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------ updates
+    def sample(self, replay: Any) -> dict[str, Any]:
+        """This update's batch on the device. With ``speed.prefetch`` the next batch is drawn by a background
+        thread while this update computes (so it misses the transitions added in between)."""
+        def draw() -> dict[str, Any]:
+            return to_torch(replay.sample(self.cfg.batch_size, self.cfg.n_step), self.device)
+
+        batch = self._prefetch.result() if self._prefetch is not None else draw()
+        self._prefetch = None
+        if self.speed.prefetch:
+            if self._sampler is None:
+                self._sampler = ThreadPoolExecutor(1, thread_name_prefix="ssrl-prefetch")
+            self._prefetch = self._sampler.submit(draw)
+        return batch
+
     def update(self, replay: Any, frame: int) -> Metrics:
         """One gradient update from a replay batch; returns detached metric tensors."""
-        batch = to_torch(replay.sample(self.cfg.batch_size, self.cfg.n_step), self.device)
+        batch = self.sample(replay)
         bonus = None
         if self.representation is not None and self.representation.adds_intrinsic_reward:
             bonus = self.representation.intrinsic_reward(batch, self.augment)
@@ -117,6 +149,8 @@ class OffPolicyAgent(nn.Module):
         if int(self.num_updates) % getattr(self.cfg, "target_update_every", 1) == 0:
             self.update_targets()
         self.num_updates += 1
+        if self._prefetch is not None:
+            self._prefetch.result()  # the caller may add to the replay once update() returns
         return metrics
 
     def target_value(self, next_features: torch.Tensor, frame: int) -> torch.Tensor:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ssrl.agents.base import Metrics, OffPolicyAgent
-from ssrl.nn.utils import mlp, orthogonal_init, schedule
+from ssrl.nn.utils import adam, mlp, orthogonal_init, schedule
 
 
 def noisy(mu: torch.Tensor, std: float, clip: float | None) -> torch.Tensor:
@@ -24,7 +24,7 @@ class DrQV2(OffPolicyAgent):
         super().__init__(obs_space, action_space, cfg, encoder_cfg, repr_cfg, device)
         self.actor = nn.Sequential(mlp(self.encoder.features_dim, cfg.hidden_dim, self.action_dim), nn.Tanh())
         self.actor.apply(orthogonal_init)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
+        self.actor_opt = adam(self.actor.parameters(), lr=cfg.lr)
         self.to(device)
 
     def stddev(self, frame: int) -> float:
@@ -45,6 +45,6 @@ class DrQV2(OffPolicyAgent):
         q1, q2 = self.critic(features, action)
         actor_loss = -torch.min(q1, q2).mean()
         self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
+        actor_loss.backward(inputs=list(self.actor.parameters()))  # no critic weight gradients: nothing uses them
         self.actor_opt.step()
         return {"actor_loss": actor_loss.detach(), "stddev": torch.tensor(self.stddev(frame))}

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ssrl.agents.base import Metrics, OffPolicyAgent
-from ssrl.nn.utils import mlp, orthogonal_init
+from ssrl.nn.utils import adam, mlp, orthogonal_init
 
 LOG_STD_MIN, LOG_STD_MAX = -10.0, 2.0
 
@@ -44,8 +44,8 @@ class SAC(OffPolicyAgent):
         self.actor = GaussianActor(self.encoder.features_dim, self.action_dim, cfg.hidden_dim)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.init_temperature)))
         self.target_entropy = -float(self.action_dim)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr, betas=(cfg.alpha_beta, 0.999))
+        self.actor_opt = adam(self.actor.parameters(), lr=cfg.lr)
+        self.alpha_opt = adam([self.log_alpha], lr=cfg.alpha_lr, betas=(cfg.alpha_beta, 0.999))
         self.to(device)
 
     @property
@@ -66,7 +66,7 @@ class SAC(OffPolicyAgent):
         q1, q2 = self.critic(features, action)
         actor_loss = (self.alpha.detach() * log_prob - torch.min(q1, q2)).mean()
         self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
+        actor_loss.backward(inputs=list(self.actor.parameters()))  # no critic weight gradients: nothing uses them
         self.actor_opt.step()
 
         alpha_loss = (self.alpha * (-log_prob - self.target_entropy).detach()).mean()

@@ -33,7 +33,8 @@ from ssrl.experiments.logger import Logger, start_wandb
 CHECKPOINT = "checkpoint.pt"
 # Keys a resumed run may change; any other difference from the stored config is an error.
 RESUMABLE_KEYS = {"frames", "eval_every", "eval_episodes", "checkpoint_every", "wandb", "wandb_project",
-                  "wandb_mode", "progress", "device", "threads", "run_dir", "experiment"}
+                  "wandb_mode", "progress", "device", "threads", "run_dir", "experiment",
+                  "speed.channels_last", "speed.compile", "speed.prefetch"}
 console = Console()
 
 

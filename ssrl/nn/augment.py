@@ -1,7 +1,9 @@
 """Batched image augmentations applied in ``update()`` (never in ``act()``), on the training device.
 
-Each augmentation maps a uint8 image batch (B, C, H, W) to float images in [0, 255]; ``eval`` is what
-``act()`` sees. Non-image entries (state vectors) pass through unchanged.
+Each augmentation maps an image batch (B, C, H, W) to images of the same dtype: uint8 stays uint8 until the
+encoder normalises it. Random shifts and crops are one gather per batch (no padded float copy, no
+``grid_sample``); their output is laid out channels-last, the layout the encoder's fast path uses.
+``eval_view`` is what ``act()`` sees. Non-image entries (state vectors) pass through as float.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ssrl.nn.encoders import is_image_space
@@ -19,36 +20,44 @@ from ssrl.nn.encoders import is_image_space
 CROP_MARGIN = 16  # RAD/CURL: render 100x100, crop 84x84
 
 
+def windows(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Per-sample ``height x width`` windows of ``x`` (B, C, H, W) at ``(top[i], left[i])``; coordinates outside
+    the image repeat its border pixels (replicate padding). One gather; the result is channels-last in memory."""
+    n, _, h, w = x.shape
+    rows = (top.view(n, 1) + torch.arange(height, device=x.device)).clamp_(0, h - 1)
+    cols = (left.view(n, 1) + torch.arange(width, device=x.device)).clamp_(0, w - 1)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1)
+    return x[batch, :, rows.view(n, height, 1), cols.view(n, 1, width)].permute(0, 3, 1, 2)  # indexing puts C last
+
+
 class Identity(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.float()
+        return x
 
     def eval_view(self, x: torch.Tensor) -> torch.Tensor:
-        return x.float()
+        return x
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         return shape
 
 
 class RandomShift(Identity):
-    """DrQ/DrQ-v2 random shift: replicate-pad by ``pad`` pixels, then a random (H, W) window per sample
-    (sampled with bilinear ``grid_sample`` as DrQ-v2 does, so shifts are integer pixels)."""
+    """DrQ/DrQ-v2 random shift: replicate-pad by ``pad`` pixels, then a random (H, W) window per sample.
+
+    Equal (to float rounding) to DrQ-v2's bilinear ``grid_sample`` at integer offsets, computed as a gather."""
 
     def __init__(self, pad: int = 4) -> None:
         super().__init__()
         self.pad = pad
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, _, h, w = x.shape
-        assert h == w, f"RandomShift expects square images, got {h}x{w}"
-        x = F.pad(x.float(), (self.pad,) * 4, mode="replicate")
-        eps = 1.0 / (h + 2 * self.pad)
-        arange = torch.linspace(-1.0 + eps, 1.0 - eps, h + 2 * self.pad, device=x.device)[:h]
-        arange = arange.unsqueeze(0).repeat(h, 1).unsqueeze(2)
-        base_grid = torch.cat([arange, arange.transpose(1, 0)], dim=2).unsqueeze(0).repeat(n, 1, 1, 1)
-        shift = torch.randint(0, 2 * self.pad + 1, size=(n, 1, 1, 2), device=x.device, dtype=x.dtype)
-        grid = base_grid + shift * (2.0 / (h + 2 * self.pad))
-        return F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
+        offsets = torch.randint(0, 2 * self.pad + 1, (x.shape[0], 2), device=x.device)  # (dx, dy) as in DrQ-v2
+        return self.shift(x, offsets)
+
+    def shift(self, x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """Windows at ``offsets`` (B, 2) = (dx, dy) in [0, 2 * pad] of the padded image."""
+        _, _, h, w = x.shape
+        return windows(x, offsets[:, 1] - self.pad, offsets[:, 0] - self.pad, h, w)
 
 
 class RandomCrop(Identity):
@@ -60,17 +69,13 @@ class RandomCrop(Identity):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
-        out_h, out_w = h - self.margin, w - self.margin
-        top = torch.randint(0, self.margin + 1, (n, 1, 1), device=x.device)
-        left = torch.randint(0, self.margin + 1, (n, 1, 1), device=x.device)
-        rows = (top + torch.arange(out_h, device=x.device).view(1, -1, 1)).expand(n, out_h, out_w)
-        cols = (left + torch.arange(out_w, device=x.device).view(1, 1, -1)).expand(n, out_h, out_w)
-        batch = torch.arange(n, device=x.device).view(n, 1, 1)
-        return x[batch, :, rows, cols].permute(0, 3, 1, 2).float()  # advanced indexing puts C last
+        top = torch.randint(0, self.margin + 1, (n,), device=x.device)
+        left = torch.randint(0, self.margin + 1, (n,), device=x.device)
+        return windows(x, top, left, h - self.margin, w - self.margin)
 
     def eval_view(self, x: torch.Tensor) -> torch.Tensor:
         top = self.margin // 2
-        return x[..., top : top + x.shape[-2] - self.margin, top : top + x.shape[-1] - self.margin].float()
+        return x[..., top : top + x.shape[-2] - self.margin, top : top + x.shape[-1] - self.margin]
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         return (*shape[:-2], shape[-2] - self.margin, shape[-1] - self.margin)

@@ -1,7 +1,9 @@
 """Observation encoders, built from a gymnasium observation space (SB3's features-extractor idea).
 
 Every encoder maps a batch of observations to ``features_dim`` features in [-1, 1] (LayerNorm + tanh, as in
-SAC-AE/CURL). Pixel encoders take uint8 (or float in [0, 255]) channels-first images and normalise inside.
+SAC-AE/CURL). Pixel encoders take uint8 (or float in [0, 255]) channels-first images and normalise inside;
+their ``memory_format`` (channels-last convolutions) and ``amp_dtype`` (autocast of the conv trunk) are speed
+settings that :meth:`OffPolicyAgent.set_speed` sets.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ class PixelEncoder(nn.Module):
     """SAC-AE/CURL encoder: ``num_layers`` 3x3 convs of ``num_filters`` (first stride 2), then
     Linear -> LayerNorm -> tanh to ``feature_dim``."""
 
+    memory_format: torch.memory_format = torch.contiguous_format
+    amp_dtype: torch.dtype | None = None
+
     def __init__(self, space: gym.spaces.Box, cfg: EncoderConfig) -> None:
         super().__init__()
         assert is_image_space(space), f"PixelEncoder needs a uint8 (C, H, W) Box space, got {space}"
@@ -38,7 +43,10 @@ class PixelEncoder(nn.Module):
         self.apply(orthogonal_init)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.head(self.convs(obs.float() / 255.0 - 0.5))
+        x = obs.to(torch.float32, memory_format=self.memory_format).div(255.0).sub_(0.5)
+        with torch.autocast(x.device.type, self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
+            h = self.convs(x)
+        return self.head(h.float())
 
 
 class StateEncoder(nn.Module):

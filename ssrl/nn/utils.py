@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import warnings
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,6 +46,34 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     target = copy.deepcopy(module)
     target.requires_grad_(False)
     return target
+
+
+def adam(params: Any, lr: float, **kwargs: Any) -> torch.optim.Adam:
+    """Adam with the fused kernel where this torch build has it (same maths, one kernel for all parameters:
+    ~7x faster steps than the default per-tensor loop on a 2-core CPU)."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True, **kwargs)
+    except RuntimeError:  # fused Adam needs torch >= 2.4 on CPU
+        return torch.optim.Adam(params, lr=lr, **kwargs)
+
+
+def compile_or_eager(module: nn.Module, name: str) -> None:
+    """``torch.compile`` ``module``'s forward in place (its state_dict keys do not change). Compilation happens
+    at the first call; if it fails there (no C++ compiler, an unsupported op, ...), warn once naming ``name``
+    and run eagerly from then on."""
+    module.compile()
+    compiled = module._compiled_call_impl
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return compiled(*args, **kwargs)
+        except Exception as e:  # any compiler failure: the eager module computes the same thing
+            module._compiled_call_impl = None
+            warnings.warn(f"torch.compile of {name} failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                          f"running it eagerly (speed.compile=false silences this)", RuntimeWarning, stacklevel=2)
+            return module._call_impl(*args, **kwargs)
+
+    module._compiled_call_impl = call
 
 
 _SCHEDULE = re.compile(r"^\s*linear\(\s*([^,]+),\s*([^,]+),\s*([^)]+)\)\s*$")
