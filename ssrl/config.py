@@ -81,8 +81,68 @@ class RepresentationConfig:
     lr: float = 1e-3
 
 
+@dataclass
+class CURLConfig(RepresentationConfig):
+    """CURL (Srinivas et al. 2020): InfoNCE between the encoder (query) and its EMA (key) through a bilinear W.
+    Defaults: CURL's published values (key-encoder tau 0.05, lr 1e-3)."""
+
+    name: str = "curl"
+    trains_encoder: bool = True
+    tau: float = 0.05
+
+
+@dataclass
+class SPRConfig(RepresentationConfig):
+    """SPR (Schwarzer et al. 2021): K-step latent rollouts predict EMA-target projections (cosine loss)."""
+
+    name: str = "spr"
+    trains_encoder: bool = True
+    k: int = 5
+    tau: float = 1.0  # SPR with augmentation: target = online weights (its tau=0, i.e. no momentum)
+    hidden_dim: int = 256
+    projection_dim: int = 128
+
+
+@dataclass
+class MaskedConfig(RepresentationConfig):
+    """Masked modelling (pixels: MLR, Yu et al. 2022, cube masks + latent reconstruction against an EMA target;
+    states: masked state dims/steps reconstructed from context and actions)."""
+
+    name: str = "masked"
+    trains_encoder: bool = True
+    k: int = 4  # sequence of k+1 observations
+    mask_ratio: float = 0.5  # fraction of pixel cubes / state entries masked
+    step_mask_ratio: float = 0.0  # states: fraction of whole time steps masked as well
+    cube_size: int = 8  # pixels per side of a spatial cube
+    cube_time: int = 2  # time steps per cube
+    tau: float = 0.01
+    hidden_dim: int = 64  # transformer width
+    layers: int = 2
+    heads: int = 2
+    projection_dim: int = 128
+
+
+@dataclass
+class WorldModelConfig(RepresentationConfig):
+    """Deterministic latent world model (TD-MPC, Hansen et al. 2022): latent consistency + reward over a horizon,
+    optional observation decoder, optional curiosity bonus (ICM, Pathak et al. 2017)."""
+
+    name: str = "world_model"
+    trains_encoder: bool = True
+    k: int = 5  # horizon
+    rho: float = 0.5  # per-step loss discount
+    consistency_coef: float = 2.0
+    reward_coef: float = 0.5
+    decoder_coef: float = 0.0  # > 0 adds an observation decoder (pixels at decoder_size x decoder_size)
+    decoder_size: int = 16
+    intrinsic_coef: float = 0.0  # > 0 adds coef * one-step latent prediction error to the agent's reward
+    tau: float = 0.01
+    hidden_dim: int = 256
+
+
 AGENTS: dict[str, type] = {"sac": SACConfig, "drqv2": DrQV2Config}
-REPRESENTATIONS: dict[str, type] = {"none": RepresentationConfig}
+REPRESENTATIONS: dict[str, type] = {"none": RepresentationConfig, "curl": CURLConfig, "spr": SPRConfig,
+                                    "masked": MaskedConfig, "world_model": WorldModelConfig}
 GROUPS: dict[str, dict[str, type]] = {"agent": AGENTS, "representation": REPRESENTATIONS}
 
 

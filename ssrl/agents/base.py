@@ -13,6 +13,7 @@ from torch import nn
 
 from ssrl.config import EncoderConfig, RepresentationConfig
 from ssrl.data import to_torch
+from ssrl.errors import ConfigError
 from ssrl.nn.augment import Augment
 from ssrl.nn.encoders import make_encoder
 from ssrl.nn.utils import frozen_copy, mlp, orthogonal_init, soft_update
@@ -66,6 +67,9 @@ class OffPolicyAgent(nn.Module):
         self.encoder_tau: float | None = getattr(cfg, "encoder_tau", None)
         self.encoder_target = frozen_copy(self.encoder) if self.encoder_tau is not None else None
         self.representation = make_representation(repr_cfg, self.encoder, obs_space, action_space)
+        if self.representation is not None and self.representation.adds_intrinsic_reward and cfg.n_step != 1:
+            raise ConfigError(f"an intrinsic reward is defined for one-step transitions: set agent.n_step=1 "
+                              f"(got {cfg.n_step})")
         self.repr_weight = repr_cfg.weight
         encoder_group = [] if encoder_cfg.pretrained and encoder_cfg.freeze else [
             {"params": self.encoder.parameters(), "lr": cfg.lr * encoder_cfg.lr_scale}]
@@ -99,6 +103,10 @@ class OffPolicyAgent(nn.Module):
     def update(self, replay: Any, frame: int) -> Metrics:
         """One gradient update from a replay batch; returns detached metric tensors."""
         batch = to_torch(replay.sample(self.cfg.batch_size, self.cfg.n_step), self.device)
+        bonus = None
+        if self.representation is not None and self.representation.adds_intrinsic_reward:
+            bonus = self.representation.intrinsic_reward(batch, self.augment)
+            batch["reward"] = batch["reward"] + bonus
         obs = self.augment(batch["obs"])
         with torch.no_grad():
             next_obs = self.augment(batch["next_obs"])
@@ -108,6 +116,8 @@ class OffPolicyAgent(nn.Module):
             metrics |= self.update_actor(features.detach(), frame)
         if self.representation is not None:
             metrics |= self.update_representation(batch, replay)
+        if bonus is not None:
+            metrics["intrinsic_reward"] = bonus.mean()
         if int(self.num_updates) % getattr(self.cfg, "target_update_every", 1) == 0:
             self.update_targets()
         self.num_updates += 1
@@ -140,7 +150,8 @@ class OffPolicyAgent(nn.Module):
         length = self.representation.sequence_length
         if length > 0:
             batch = to_torch(replay.sample_sequences(self.cfg.batch_size, length), self.device)
-        loss, metrics = self.representation.loss(batch, self.encoder, self.augment)
+        encoder = self.representation.encoder_view(self.encoder)  # no-grad view unless it trains the encoder
+        loss, metrics = self.representation.loss(batch, encoder, self.augment)
         self.repr_opt.zero_grad(set_to_none=True)
         (self.repr_weight * loss).backward()
         self.repr_opt.step()

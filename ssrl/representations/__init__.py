@@ -8,8 +8,12 @@ import gymnasium as gym
 from torch import nn
 
 from ssrl.representations.base import Representation
+from ssrl.representations.curl import CURL
+from ssrl.representations.masked import Masked
+from ssrl.representations.spr import SPR
+from ssrl.representations.world_model import WorldModel
 
-REGISTRY: dict[str, type[Representation]] = {}
+REGISTRY: dict[str, type[Representation]] = {"curl": CURL, "spr": SPR, "masked": Masked, "world_model": WorldModel}
 
 
 def make_representation(cfg: Any, encoder: nn.Module, obs_space: gym.Space, action_space: gym.spaces.Box) -> Representation | None:
@@ -21,4 +25,4 @@ def make_representation(cfg: Any, encoder: nn.Module, obs_space: gym.Space, acti
     return REGISTRY[cfg.name](encoder, obs_space, action_space, cfg)
 
 
-__all__ = ["Representation", "REGISTRY", "make_representation"]
+__all__ = ["CURL", "Masked", "REGISTRY", "Representation", "SPR", "WorldModel", "make_representation"]

@@ -1,4 +1,5 @@
-"""The interface every self-supervised objective implements to plug into every agent."""
+"""The interface every self-supervised objective implements to plug into every agent, and the helpers the
+modules share (sequence folding, EMA targets, health metrics)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ from typing import Any
 
 import gymnasium as gym
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from ssrl.errors import ConfigError
+
+Obs = torch.Tensor | dict[str, torch.Tensor]
 
 
 class Representation(nn.Module):
@@ -14,16 +20,32 @@ class Representation(nn.Module):
 
     Subclasses set ``sequence_length`` (0: train on the agent's transition batch; K > 0: on replay sequences
     of K steps with actions and rewards) and ``trains_encoder`` (whether the loss's gradients reach the
-    shared encoder). The agent owns the optimizer: it steps this module's parameters, plus the encoder's
-    when ``trains_encoder`` is true, on ``weight * loss``, then calls :meth:`update_targets`.
+    shared encoder; modules read it from ``cfg.trains_encoder`` when their config has it). The agent owns the
+    optimizer: it steps this module's parameters, plus the encoder's when ``trains_encoder`` is true, on
+    ``weight * loss``, then calls :meth:`update_targets`.
+
+    Encoder-gradient rule: the critic loss always trains the encoder, the actor loss never does, and this
+    module's loss does exactly when ``trains_encoder`` is true. When it is false the agent passes
+    :meth:`encoder_view`'s no-grad view, so the loss trains only the module's own heads.
+
+    The module never registers the online encoder as a submodule (its parameters belong to the agent); it
+    gets it as the ``encoder`` argument of :meth:`loss`. EMA targets it owns are frozen copies.
     """
 
     sequence_length: int = 0
     trains_encoder: bool = True
+    adds_intrinsic_reward: bool = False  # True: the agent adds :meth:`intrinsic_reward` to its batch rewards
 
     def __init__(self, encoder: nn.Module, obs_space: gym.Space, action_space: gym.spaces.Box, cfg: Any) -> None:
         super().__init__()
         self.cfg = cfg
+        self.trains_encoder = bool(getattr(cfg, "trains_encoder", type(self).trains_encoder))
+        self._encoder = [encoder]  # a list keeps the agent's encoder out of this module's parameters
+
+    @property
+    def online_encoder(self) -> nn.Module:
+        """The agent's encoder (what EMA targets follow)."""
+        return self._encoder[0]
 
     def loss(self, batch: dict[str, Any], encoder: nn.Module, augment: nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return ``(loss, metrics)`` for a batch of uint8 observations (the module augments them itself)."""
@@ -31,3 +53,69 @@ class Representation(nn.Module):
 
     def update_targets(self) -> None:
         """Move EMA targets after each optimizer step (no-op for modules without targets)."""
+
+    def intrinsic_reward(self, batch: dict[str, Any], augment: nn.Module) -> torch.Tensor | None:
+        """The bonus added to the agent's one-step batch rewards (shape ``(B,)``) when ``adds_intrinsic_reward``."""
+        return None
+
+    def encoder_view(self, encoder: nn.Module) -> nn.Module:
+        """The encoder this module's loss may use: itself, or a no-grad view when ``trains_encoder`` is false."""
+        return encoder if self.trains_encoder else NoGradView(encoder)
+
+
+class NoGradView:
+    """Calls an encoder under ``torch.no_grad()``: features for a loss that must not train it."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        self.encoder = encoder
+        self.features_dim = encoder.features_dim
+
+    def __call__(self, obs: Obs) -> torch.Tensor:
+        with torch.no_grad():
+            return self.encoder(obs)
+
+
+def check(condition: bool, key: str, value: Any, requirement: str) -> None:
+    """Raise a :class:`ConfigError` naming ``representation.<key>`` unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(f"representation.{key}={value!r}: {requirement}")
+
+
+def fold(obs: Obs) -> Obs:
+    """``(B, T, ...)`` -> ``(B*T, ...)`` for a tensor or each entry of a dict."""
+    if isinstance(obs, dict):
+        return {k: fold(v) for k, v in obs.items()}
+    return obs.flatten(0, 1)
+
+
+def take(obs: Obs, index: Any) -> Obs:
+    """``obs[:, index]`` for a tensor or each entry of a dict (time steps of a ``(B, T, ...)`` sequence)."""
+    if isinstance(obs, dict):
+        return {k: v[:, index] for k, v in obs.items()}
+    return obs[:, index]
+
+
+def batch_size(obs: Obs) -> int:
+    return next(iter(obs.values())).shape[0] if isinstance(obs, dict) else obs.shape[0]
+
+
+def encode_sequence(encoder: Any, augment: nn.Module, obs: Obs) -> torch.Tensor:
+    """Augment and encode every step of a ``(B, T, ...)`` observation sequence; returns ``(B, T, features)``."""
+    b = batch_size(obs)
+    return encoder(augment(fold(obs))).unflatten(0, (b, -1))
+
+
+def cosine_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BYOL/SPR's normalised regression ``2 - 2 cos(prediction, target)`` per row (last dim reduced)."""
+    return 2.0 - 2.0 * F.cosine_similarity(prediction, target, dim=-1)
+
+
+@torch.no_grad()
+def health(online: torch.Tensor, target: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Collapse metrics: mean per-dimension std of features across the batch (0 = collapsed) and, with a target,
+    the mean cosine agreement of online and target features."""
+    flat = online.reshape(-1, online.shape[-1])
+    metrics = {"feature_std": flat.std(0).mean()}
+    if target is not None:
+        metrics["target_cosine"] = F.cosine_similarity(flat, target.reshape(-1, target.shape[-1]), dim=-1).mean()
+    return metrics

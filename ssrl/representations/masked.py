@@ -1,0 +1,121 @@
+"""Masked modelling of short observation sequences, for pixels and for state vectors.
+
+* Pixels (MLR, Yu et al. 2022): random spatio-temporal cubes (``cube_time`` steps x ``cube_size``^2 pixels)
+  of a ``k+1``-step sequence are blanked; the encoder embeds every masked frame, a small transformer mixes the
+  sequence with action tokens, and a projection/prediction head must match (cosine) an EMA target encoder and
+  projection applied to the *unmasked* frames. Masked and unmasked frames get the same augmentation.
+* States: a ``mask_ratio`` fraction of state entries, plus a ``step_mask_ratio`` fraction of whole time
+  steps, are zeroed; the transformer output reconstructs the masked entries (MSE in units of each dimension's
+  batch std) from the unmasked context and the actions.
+* Dict observations (``obs=pixels+state``) mask both and add both losses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from ssrl.nn.encoders import is_image_space
+from ssrl.nn.utils import frozen_copy, mlp, soft_update
+from ssrl.representations.base import Obs, Representation, batch_size, check, cosine_loss, fold, health
+
+
+def cube_mask(shape: tuple[int, ...], ratio: float, cube_time: int, cube_size: int, device: torch.device) -> torch.Tensor:
+    """A boolean ``(B, T, H, W)`` mask (True = masked) made of ``cube_time x cube_size x cube_size`` cubes."""
+    b, t, h, w = shape
+    grid = torch.rand(b, -(-t // cube_time), -(-h // cube_size), -(-w // cube_size), device=device) < ratio
+    grid = grid.repeat_interleave(cube_time, 1).repeat_interleave(cube_size, 2).repeat_interleave(cube_size, 3)
+    return grid[:, :t, :h, :w]
+
+
+class Masked(Representation):
+    def __init__(self, encoder: nn.Module, obs_space: gym.Space, action_space: gym.spaces.Box, cfg: Any) -> None:
+        super().__init__(encoder, obs_space, action_space, cfg)
+        check(cfg.k >= 1, "k", cfg.k, "must be >= 1")
+        check(0.0 < cfg.mask_ratio < 1.0, "mask_ratio", cfg.mask_ratio, "must be in (0, 1)")
+        check(0.0 <= cfg.step_mask_ratio < 1.0, "step_mask_ratio", cfg.step_mask_ratio, "must be in [0, 1)")
+        check(cfg.cube_size >= 1, "cube_size", cfg.cube_size, "must be >= 1")
+        check(cfg.cube_time >= 1, "cube_time", cfg.cube_time, "must be >= 1")
+        check(0.0 < cfg.tau <= 1.0, "tau", cfg.tau, "must be in (0, 1]")
+        check(cfg.hidden_dim % cfg.heads == 0, "hidden_dim", cfg.hidden_dim, f"must be divisible by heads={cfg.heads}")
+        self.sequence_length = cfg.k
+        self.spaces = dict(obs_space.spaces) if isinstance(obs_space, gym.spaces.Dict) else {"obs": obs_space}
+        self.dict_obs = isinstance(obs_space, gym.spaces.Dict)
+        self.image_keys = [k for k, s in self.spaces.items() if is_image_space(s)]
+        self.state_keys = [k for k in self.spaces if k not in self.image_keys]
+        dim, width = encoder.features_dim, cfg.hidden_dim
+        self.token = nn.Linear(dim, width)
+        self.action_token = nn.Linear(int(np.prod(action_space.shape)), width)
+        self.position = nn.Parameter(0.02 * torch.randn(1, cfg.k + 1, width))
+        layer = nn.TransformerEncoderLayer(width, cfg.heads, 2 * width, dropout=0.0, batch_first=True, norm_first=True)
+        self.transformer = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+        self.reconstruct = nn.ModuleDict({k: nn.Linear(width, self.spaces[k].shape[0]) for k in self.state_keys})
+        if self.image_keys:
+            self.latent_head = nn.Linear(width, dim)
+            self.projection = mlp(dim, width, cfg.projection_dim, depth=1)
+            self.prediction = nn.Linear(cfg.projection_dim, cfg.projection_dim)
+            self.target_encoder = frozen_copy(encoder)
+            self.target_projection = frozen_copy(self.projection)
+
+    def _split(self, obs: Obs) -> dict[str, torch.Tensor]:
+        return obs if isinstance(obs, dict) else {"obs": obs}
+
+    def _join(self, obs: dict[str, torch.Tensor]) -> Obs:
+        return obs if self.dict_obs else obs["obs"]
+
+    def mask(self, obs: Obs) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Masked copies of a ``(B, T, ...)`` sequence and the boolean masks (True = hidden), per key."""
+        cfg, masked, masks = self.cfg, {}, {}
+        for key, x in self._split(obs).items():
+            if key in self.image_keys:
+                b, t, _, h, w = x.shape
+                m = cube_mask((b, t, h, w), cfg.mask_ratio, cfg.cube_time, cfg.cube_size, x.device)
+                masked[key] = x * ~m[:, :, None]
+            else:
+                m = torch.rand(x.shape, device=x.device) < cfg.mask_ratio
+                m = m | (torch.rand(*x.shape[:2], 1, device=x.device) < cfg.step_mask_ratio)
+                masked[key] = x * ~m
+            masks[key] = m
+        return masked, masks
+
+    def loss(self, batch: dict[str, Any], encoder: nn.Module, augment: nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        obs, actions = self._split(batch["obs"]), batch["action"]  # (B, T=k+1, ...), (B, k, A)
+        b = batch_size(obs)
+        masked, masks = self.mask(obs)
+        # One augmentation for both: stack masked and original along the channel/feature axis, split after.
+        both = augment(self._join({k: fold(torch.cat([masked[k], obs[k]], dim=2)) for k in obs}))
+        both = self._split(both)
+        view = {k: v[:, : v.shape[1] // 2] for k, v in both.items()}
+        original = {k: v[:, v.shape[1] // 2 :] for k, v in both.items()}
+
+        z = encoder(self._join(view))  # (B*T, d)
+        padded = torch.cat([actions, actions.new_zeros(b, 1, actions.shape[-1])], dim=1)
+        tokens = self.token(z).unflatten(0, (b, -1)) + self.action_token(padded) + self.position
+        out = self.transformer(tokens)  # (B, T, width)
+
+        loss, metrics = out.new_zeros(()), health(z.detach())
+        if self.image_keys:
+            prediction = self.prediction(self.projection(self.latent_head(out)))
+            with torch.no_grad():
+                target = self.target_projection(self.target_encoder(self._join(original))).unflatten(0, (b, -1))
+            latent = cosine_loss(prediction, target).mean()
+            loss = loss + latent
+            metrics |= {"latent_loss": latent.detach(), "target_cosine": 1 - latent.detach() / 2}
+        for key in self.state_keys:
+            target = obs[key].float()
+            scale = target.flatten(0, 1).std(0).clamp_min(1e-3)
+            error = ((self.reconstruct[key](out) - target) / scale).pow(2)
+            hidden = masks[key].float()
+            state = (error * hidden).sum() / hidden.sum().clamp_min(1.0)
+            loss = loss + state
+            metrics[f"state_error_{key}" if self.dict_obs else "state_error"] = state.detach()
+        return loss, metrics
+
+    def update_targets(self) -> None:
+        if self.image_keys:
+            soft_update(self.target_encoder, self.online_encoder, self.cfg.tau)
+            soft_update(self.target_projection, self.projection, self.cfg.tau)

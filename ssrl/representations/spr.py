@@ -1,0 +1,65 @@
+"""SPR (Schwarzer et al. 2021): self-predictive representations.
+
+From the encoding of observation ``t``, an action-conditioned transition model rolls the latent ``K`` steps
+forward; a projection and a prediction head map each predicted latent to a vector that must match (cosine)
+the target projection of the actually observed, augmented observation ``t+k``. Targets are EMA copies of
+the encoder and the projection (``tau=1``, SPR's choice with augmentation, makes them stop-gradient copies
+of the online weights).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from ssrl.nn.utils import frozen_copy, mlp, orthogonal_init, soft_update
+from ssrl.representations.base import Representation, check, cosine_loss, encode_sequence, health, take
+
+
+class LatentTransition(nn.Module):
+    """``z_{t+1} = tanh(LayerNorm(MLP([z_t, a_t])))``: stays in the encoder's feature range."""
+
+    def __init__(self, features_dim: int, action_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(mlp(features_dim + action_dim, hidden_dim, features_dim, depth=1),
+                                 nn.LayerNorm(features_dim), nn.Tanh())
+
+    def forward(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([z, action], dim=-1))
+
+
+class SPR(Representation):
+    def __init__(self, encoder: nn.Module, obs_space: gym.Space, action_space: gym.spaces.Box, cfg: Any) -> None:
+        super().__init__(encoder, obs_space, action_space, cfg)
+        check(cfg.k >= 1, "k", cfg.k, "must be >= 1")
+        check(0.0 < cfg.tau <= 1.0, "tau", cfg.tau, "must be in (0, 1]")
+        self.sequence_length = cfg.k
+        dim = encoder.features_dim
+        self.transition = LatentTransition(dim, int(np.prod(action_space.shape)), cfg.hidden_dim)
+        self.projection = mlp(dim, cfg.hidden_dim, cfg.projection_dim, depth=1)
+        self.prediction = nn.Linear(cfg.projection_dim, cfg.projection_dim)
+        self.apply(orthogonal_init)
+        self.target_encoder = frozen_copy(encoder)
+        self.target_projection = frozen_copy(self.projection)
+
+    def loss(self, batch: dict[str, Any], encoder: nn.Module, augment: nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        obs, actions = batch["obs"], batch["action"]  # (B, K+1, ...), (B, K, A)
+        z0 = encoder(augment(take(obs, 0)))
+        z, latents = z0, []
+        for k in range(self.sequence_length):
+            z = self.transition(z, actions[:, k])
+            latents.append(z)
+        prediction = self.prediction(self.projection(torch.stack(latents, 1)))
+        with torch.no_grad():
+            target = self.target_projection(encode_sequence(self.target_encoder, augment, take(obs, slice(1, None))))
+        per_step = cosine_loss(prediction, target).mean(0)  # (K,)
+        metrics = {"cosine_step1": 1 - per_step[0].detach() / 2, "cosine_last": 1 - per_step[-1].detach() / 2}
+        return per_step.sum(), metrics | health(z0.detach(), None) | {"target_cosine": 1 - per_step.detach().mean() / 2}
+
+    def update_targets(self) -> None:
+        soft_update(self.target_encoder, self.online_encoder, self.cfg.tau)
+        soft_update(self.target_projection, self.projection, self.cfg.tau)
