@@ -10,7 +10,9 @@ from pathlib import Path
 import yaml
 
 from ssrl import config as config_lib
-from ssrl.errors import CheckpointError, ConfigError
+from ssrl.commands import COMMANDS
+from ssrl.commands import USAGE as COMMANDS_USAGE
+from ssrl.errors import BackboneError, CheckpointError, ConfigError, DatasetError
 
 USAGE = """ssrl <command> [key=value ...]
 
@@ -19,7 +21,7 @@ commands:
   eval    evaluate a run:   ssrl eval run_dir=runs/x episodes=10 video=true
   config  print the resolved config for the given overrides (all keys, defaults included)
   tasks   list environment ids
-"""
+""" + COMMANDS_USAGE
 
 
 def _eval(args: list[str]) -> int:
@@ -52,7 +54,7 @@ def _eval(args: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="ssrl", usage=USAGE, add_help=True)
-    parser.add_argument("command", choices=["train", "eval", "config", "tasks"])
+    parser.add_argument("command", choices=["train", "eval", "config", "tasks", *COMMANDS])
     parser.add_argument("overrides", nargs="*")
     ns = parser.parse_args(argv)
     try:
@@ -63,13 +65,15 @@ def main(argv: list[str] | None = None) -> int:
             Trainer(cfg).train()
         elif ns.command == "config":
             print(yaml.safe_dump(config_lib.to_dict(config_lib.parse_overrides(ns.overrides)), sort_keys=False))
+        elif ns.command in COMMANDS:
+            return COMMANDS[ns.command](ns.overrides)
         elif ns.command == "tasks":
             from ssrl.envs import list_tasks
 
             print("\n".join(list_tasks()))
         else:
             return _eval(ns.overrides)
-    except (ConfigError, FileNotFoundError, CheckpointError, FloatingPointError) as e:
+    except (ConfigError, FileNotFoundError, CheckpointError, FloatingPointError, DatasetError, BackboneError) as e:
         print(f"ssrl {ns.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -278,6 +278,8 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key}={getattr(cfg, key)}: must be >= 0")
     if cfg.agent.batch_size <= 0 or cfg.agent.n_step <= 0:
         raise ConfigError("agent.batch_size and agent.n_step must be positive")
+    if cfg.encoder.freeze and not cfg.encoder.pretrained:
+        raise ConfigError("encoder.freeze=true needs a pretrained backbone: encoder=pretrained:PATH")
     if "/" not in cfg.env:
         raise ConfigError(f"env={cfg.env!r}: expected '<suite>/<task>', e.g. dmc/cheetah-run or gym/Hopper-v5")
 

@@ -11,6 +11,7 @@ ReplayBuffer from the files, which checks every array's shape and dtype and name
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,7 +172,7 @@ def _check_empty(out: Path) -> None:
         raise DatasetError(f"{out} is not empty; choose a new out= directory")
 
 
-class _WithPhysics(gym.ObservationWrapper):
+class WithPhysics(gym.Wrapper):
     """Adds ``info["physics_state"]`` to a ``pixels+state`` Dict observation as ``physics_state``."""
 
     def __init__(self, env: gym.Env) -> None:
@@ -211,6 +212,42 @@ def _policy(spec: str, env: gym.Env, rng: np.random.Generator) -> Callable[[dict
     raise DatasetError(f"policy={spec!r}: choose one of {', '.join(POLICIES)}")
 
 
+def record(env: gym.Env, act: Callable[[Any], np.ndarray], out: Path, *, frames: int = 0, episodes: int = 0,
+           seed: int = 0, meta: dict[str, Any], progress: bool = True) -> dict[str, Any]:
+    """Run ``act`` in ``env`` for whole episodes until ``frames`` env frames or ``episodes`` episodes (whichever
+    is given), writing replay episode files and ``dataset.json`` (``meta`` plus spaces) to ``out``."""
+    from rich.progress import Progress
+
+    out = Path(out)
+    _check_empty(out)
+    repeat = int(env.get_wrapper_attr("action_repeat"))
+    frame_stack = int(env.get_wrapper_attr("frame_stack"))
+    replay = ReplayBuffer(env.observation_space, env.action_space, COLLECT_CAPACITY, frame_stack=frame_stack,
+                          directory=out, seed=seed)
+    done_frames, episode, successes = 0, 0, 0
+    total = episodes or frames
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task(f"collect {meta['tasks'][0]} policy={meta['policy']}", total=total)
+        while (episode < episodes) if episodes else (done_frames < frames):
+            obs, _ = env.reset(seed=seed * 1_000_003 + episode)
+            replay.add_first(obs)
+            done, success = False, False
+            while not done:
+                action = act(obs)
+                obs, reward, terminated, truncated, step_info = env.step(action)
+                done = terminated or truncated
+                replay.add(action, float(reward), obs, terminated, truncated)
+                success |= bool(step_info.get("success", False))
+                done_frames += repeat
+            episode += 1
+            successes += success
+            bar.update(task, completed=episode if episodes else min(done_frames, frames))
+    _write_meta(out, {**meta, "seed": seed, "frame_stack": frame_stack, "action_repeat": repeat,
+                      "success_rate": successes / episode, "observation_space": space_to_json(env.observation_space),
+                      "action_space": space_to_json(env.action_space)})
+    return info(out)
+
+
 def collect(env_id: str, policy: str, frames: int, out: str | Path, *, size: int = 84, frame_stack: int = 3,
             action_repeat: int = 0, render: str = "fast", seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """Run ``policy`` in ``env_id`` for whole episodes until ``frames`` env frames; write a dataset to ``out``.
@@ -218,48 +255,44 @@ def collect(env_id: str, policy: str, frames: int, out: str | Path, *, size: int
     With ``policy=checkpoint:RUN_DIR`` the run's own env settings (size, frame stack, action repeat, look) are used.
     Returns :func:`info` of the new dataset.
     """
-    from rich.progress import Progress
-
     from ssrl.envs import make
 
-    out = Path(out)
-    _check_empty(out)
+    _check_empty(Path(out))
     if policy.startswith("checkpoint:"):
         from ssrl import config as config_lib
 
         cfg = config_lib.load(Path(policy.split(":", 1)[1]) / "config.yaml")
         env_id, size, frame_stack, action_repeat, render = cfg.env, cfg.size, cfg.frame_stack, cfg.action_repeat, cfg.render
-    env = _WithPhysics(make(env_id, obs="pixels+state", size=size, frame_stack=frame_stack,
+    env = WithPhysics(make(env_id, obs="pixels+state", size=size, frame_stack=frame_stack,
                             action_repeat=action_repeat or None, render=render))
-    repeat = int(env.get_wrapper_attr("action_repeat"))
-    rng = np.random.default_rng(seed)
-    act = _policy(policy, env, rng)
-    replay = ReplayBuffer(env.observation_space, env.action_space, COLLECT_CAPACITY, frame_stack=frame_stack,
-                          directory=out, seed=seed)
-    done_frames, episode, successes = 0, 0, 0
-    with Progress(disable=not progress) as bar:
-        task = bar.add_task(f"collect {env_id} policy={policy}", total=frames)
-        while done_frames < frames:
-            obs, _ = env.reset(seed=seed * 1_000_003 + episode)
-            replay.add_first(obs)
-            done, success = False, False
-            while not done:
-                obs_action = act(obs)
-                obs, reward, terminated, truncated, step_info = env.step(obs_action)
-                done = terminated or truncated
-                replay.add(obs_action, float(reward), obs, terminated, truncated)
-                success |= bool(step_info.get("success", False))
-                done_frames += repeat
-            episode += 1
-            successes += success
-            bar.update(task, completed=min(done_frames, frames))
-    env.close()
-    _write_meta(out, {"tasks": [env_id], "policy": policy, "seed": seed, "obs": "pixels+state", "size": size,
-                      "frame_stack": frame_stack, "action_repeat": repeat, "render": render,
-                      "success_rate": successes / episode,
-                      "observation_space": space_to_json(env.observation_space),
-                      "action_space": space_to_json(env.action_space)})
-    return info(out)
+    try:
+        act = _policy(policy, env, np.random.default_rng(seed))
+        meta = {"tasks": [env_id], "policy": policy, "obs": "pixels+state", "size": size, "render": render}
+        return record(env, act, Path(out), frames=frames, seed=seed, meta=meta, progress=progress)
+    finally:
+        env.close()
+
+
+def subset(path: str | Path, episodes: int, out: str | Path) -> Path:
+    """A dataset at ``out`` of the first ``episodes`` episodes of ``path`` (hard links, else copies); reused if it
+    already holds exactly those files."""
+    path, out = Path(path), Path(out)
+    files = episode_files(path)
+    if len(files) < episodes:
+        raise DatasetError(f"dataset {path} has {len(files)} episodes, fewer than the {episodes} asked for")
+    wanted = [p.name for p, _ in files[:episodes]]
+    if out.exists() and sorted(p.name for p, _ in episode_files(out)) == wanted and (out / META).exists():
+        return out
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for name in wanted:
+        try:
+            os.link(path / name, out / name)
+        except OSError:
+            shutil.copy2(path / name, out / name)
+    shutil.copy2(path / META, out / META)
+    return out
 
 
 def export_run(run_dir: str | Path, out: str | Path) -> dict[str, Any]:

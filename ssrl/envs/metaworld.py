@@ -11,6 +11,7 @@ Each reset draws the object/goal positions from the reset seed (goal-observable,
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -135,7 +136,10 @@ class MetaWorldEnv(gym.Env[NDArray[np.float32], NDArray[np.float32]]):
 
         if not hasattr(self, "_expert"):
             self._expert = ENV_POLICY_MAP[self.task]()
-        return np.clip(self._expert.get_action(self._last_obs), -1.0, 1.0).astype(np.float32)
+        with warnings.catch_warnings():  # its controllers warn that their gains exceed the [-1, 1] action box
+            warnings.simplefilter("ignore", UserWarning)
+            action = self._expert.get_action(self._last_obs)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
 
     def _render(self, size: int) -> NDArray[np.uint8]:
         import mujoco
