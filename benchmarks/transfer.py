@@ -39,6 +39,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=5000, help="random-policy frames collected for pretraining")
     parser.add_argument("--representation", default="curl")
     parser.add_argument("--pretrain-steps", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=64, help="pretraining and BC batch size")
+    parser.add_argument("--horizon", type=int, default=150, help="max steps per demo/rollout episode")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", default="runs/bench-transfer")
     args = parser.parse_args()
@@ -51,25 +53,27 @@ def main() -> None:
     if not (data / "dataset.json").exists():
         collect(f"mw/{first}", "random", args.frames, data, size=args.size, frame_stack=1, progress=False)
     console.print(f"pretraining data: {info(data)}")
-    backbone = work / f"backbone-{args.representation}"
+    backbone = work / f"backbone-{args.representation}-{args.size}px"
     Pretrainer(parse([f"representation={args.representation}", f"data={data}", f"steps={args.pretrain_steps}",
-                      "batch_size=64", "warmup=100", f"out={backbone}", f"threads={args.threads}",
+                      f"batch_size={args.batch_size}", f"warmup={args.pretrain_steps // 10}", f"out={backbone}",
+                      *([] if args.representation == "curl" else ["representation.k=2"]), f"threads={args.threads}",
                       "progress=false"])).run()
 
     base = transfer.parse([f"tasks={args.tasks}", f"demos={args.demos}", f"seeds={args.seeds}",
-                           f"rollouts={args.rollouts}", f"steps={args.bc_steps}", "batch_size=64", f"size={args.size}",
+                           f"rollouts={args.rollouts}", f"steps={args.bc_steps}", f"batch_size={args.batch_size}", f"size={args.size}",
+                           f"horizon={args.horizon}",
                            "frame_stack=1", f"out={work / 'transfer'}", f"threads={args.threads}", "progress=false"])
     rows = []
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     for name, freeze in (("scratch", True), ("random", True), (str(backbone), True), (str(backbone), False)):
         rows += transfer.run(replace(base, backbone=name, freeze=freeze))
+        result = {"args": vars(args), "machine": platform.processor() or platform.machine(),
+                  "seconds": time.perf_counter() - t0, "rows": rows,
+                  "pretrain_card": json.loads((backbone / "backbone.json").read_text())}
+        RESULTS.write_text(json.dumps(result, indent=2))  # after each backbone, so a cut-short run keeps its rows
+        RESULTS.with_suffix(".md").write_text(transfer.markdown(rows))
     console.rule("transfer table")
     transfer.print_table(rows)
-    result = {"args": vars(args), "machine": platform.processor() or platform.machine(),
-              "seconds": time.perf_counter() - t0, "pretrain_card": json.loads((backbone / "backbone.json").read_text()),
-              "rows": rows}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
-    RESULTS.with_suffix(".md").write_text(transfer.markdown(rows))
     console.print(f"wrote {RESULTS}")
 
 

@@ -14,6 +14,7 @@ from ssrl import config as config_lib
 from ssrl.backbone import Backbone, ResNet18, load_backbone
 from ssrl.cli import main
 from ssrl.data.dataset import Dataset, collect, export_run, info
+from ssrl.envs.metaworld import INSTALL as METAWORLD_INSTALL
 from ssrl.errors import BackboneError, ConfigError, DatasetError
 from ssrl.experiments.pretrain import Pretrainer, lr_factor, parse
 from ssrl.experiments.train import CHECKPOINT, Trainer
@@ -237,9 +238,10 @@ def train_cfg(run_dir: Path, backbone: Path, *extra: str) -> config_lib.TrainCon
     return config_lib.parse_overrides([
         f"env={ENV}", f"size={SIZE}", f"encoder=pretrained:{backbone}", "frames=2000", "seed_frames=1000",
         "agent.batch_size=16", "agent.hidden_dim=32", "eval_episodes=1", "eval_every=100000",
-        "replay_capacity=1000", "progress=false", f"run_dir={run_dir}", *extra])
+        "agent.update_every=4", "replay_capacity=1000", "progress=false", f"run_dir={run_dir}", *extra])
 
 
+@pytest.mark.slow
 def test_train_with_frozen_and_finetuned_backbone(backbone_dir: Path, tmp_path: Path) -> None:
     assert config_lib.parse_overrides([f"encoder=pretrained:{backbone_dir}"]).encoder.pretrained == str(backbone_dir)
     with pytest.raises(ConfigError, match="encoder.freeze=true needs a pretrained backbone"):
@@ -263,6 +265,7 @@ def test_train_with_frozen_and_finetuned_backbone(backbone_dir: Path, tmp_path: 
         Trainer(train_cfg(tmp_path / "wrong", backbone_dir, "size=40"))
 
 
+@pytest.mark.slow
 def test_export_run_and_collect_with_checkpoint_policy(backbone_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     Trainer(train_cfg(run_dir, backbone_dir, "encoder.freeze=true")).train()
@@ -276,6 +279,7 @@ def test_export_run_and_collect_with_checkpoint_policy(backbone_dir: Path, tmp_p
 
 
 # ---------------------------------------------------------------------------------------------- SB3
+@pytest.mark.slow
 def test_sb3_extractor_frozen_and_trainable(backbone_dir: Path) -> None:
     sb3 = pytest.importorskip("stable_baselines3", reason="stable-baselines3 not installed (pip install 'ssrl[sb3]')")
     from ssrl.envs import make
@@ -298,3 +302,37 @@ def test_sb3_extractor_frozen_and_trainable(backbone_dir: Path) -> None:
         same = [torch.equal(original[k], v) for k, v in model.policy.critic.features_extractor.backbone.state_dict().items()]
         assert all(same) if freeze else not all(same)
         assert any(not torch.equal(a, b) for a, b in zip(actor_before, model.policy.actor.mu.parameters()))
+
+
+# ---------------------------------------------------------------------------------------------- MetaWorld + BC
+def test_metaworld_adapter_scripted_reach_succeeds_and_renders() -> None:
+    pytest.importorskip("metaworld", reason=f"metaworld not installed: {METAWORLD_INSTALL}")
+    from ssrl.envs import make
+
+    env = make("mw/reach-v3", obs="pixels+state", size=SIZE, frame_stack=1)
+    weld = env.unwrapped.model.eq_data[0]
+    obs, info = env.reset(seed=3)
+    assert weld.size > 11 and weld[6] == -1.0 and weld[10] == 5.0  # metaworld's 11 values, the 12th kept
+    assert obs["pixels"].shape == (3, SIZE, SIZE) and obs["pixels"].std() > 10  # a real image
+    assert info["physics_state"].shape == (env.unwrapped.model.nq + env.unwrapped.model.nv,) and not info["success"]
+    success = False
+    for _ in range(100):
+        obs, _, _, _, info = env.step(env.unwrapped.expert_action())
+        success |= info["success"]
+    env.close()
+    assert success
+
+
+@pytest.mark.slow
+def test_behaviour_cloning_loss_falls_and_reaches(tmp_path: Path) -> None:
+    pytest.importorskip("metaworld", reason=f"metaworld not installed: {METAWORLD_INSTALL}")
+    from ssrl.experiments.transfer import parse as transfer_parse
+    from ssrl.experiments.transfer import run
+
+    rows = run(transfer_parse(["tasks=reach-v3", "demos=5", "seeds=1", "rollouts=4", "steps=150", "batch_size=32",
+                               f"size={SIZE}", "horizon=60", f"out={tmp_path}", "progress=false"]))
+    (row,) = rows
+    assert row["demo_expert_success"] == 1.0
+    assert row["bc_loss_last"] < 0.5 * row["bc_loss_first"]
+    assert row["successes"] > 0
+    assert json.loads((tmp_path / "results.json").read_text())["rows"] == rows
