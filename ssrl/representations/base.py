@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssrl.errors import ConfigError
+from ssrl.nn.utils import soft_update
 
 Obs = torch.Tensor | dict[str, torch.Tensor]
 
@@ -51,8 +52,14 @@ class Representation(nn.Module):
         """Return ``(loss, metrics)`` for a batch of uint8 observations (the module augments them itself)."""
         raise NotImplementedError
 
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """``(target, online)`` pairs that :meth:`update_targets` moves by EMA (none by default)."""
+        return []
+
     def update_targets(self) -> None:
-        """Move EMA targets after each optimizer step (no-op for modules without targets)."""
+        """Move EMA targets after each optimizer step: ``target <- tau * online + (1 - tau) * target``."""
+        for target, online in self.ema_pairs():
+            soft_update(target, online, self.cfg.tau)
 
     def intrinsic_reward(self, batch: dict[str, Any], augment: nn.Module) -> torch.Tensor | None:
         """The bonus added to the agent's one-step batch rewards (shape ``(B,)``) when ``adds_intrinsic_reward``."""

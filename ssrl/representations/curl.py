@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssrl.nn.utils import frozen_copy, soft_update
+from ssrl.nn.utils import frozen_copy
 from ssrl.representations.base import Representation, check, health
 
 
@@ -41,5 +41,5 @@ class CURL(Representation):
         accuracy = (logits.argmax(1) == labels).float().mean()
         return loss, {"accuracy": accuracy, **health(query.detach(), key)}
 
-    def update_targets(self) -> None:
-        soft_update(self.key_encoder, self.online_encoder, self.cfg.tau)
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.key_encoder, self.online_encoder)]

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ssrl.nn.encoders import is_image_space
-from ssrl.nn.utils import frozen_copy, mlp, soft_update
+from ssrl.nn.utils import frozen_copy, mlp
 from ssrl.representations.base import Obs, Representation, batch_size, check, cosine_loss, fold, health
 
 
@@ -115,7 +115,7 @@ class Masked(Representation):
             metrics[f"state_error_{key}" if self.dict_obs else "state_error"] = state.detach()
         return loss, metrics
 
-    def update_targets(self) -> None:
-        if self.image_keys:
-            soft_update(self.target_encoder, self.online_encoder, self.cfg.tau)
-            soft_update(self.target_projection, self.projection, self.cfg.tau)
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        if not self.image_keys:
+            return []
+        return [(self.target_encoder, self.online_encoder), (self.target_projection, self.projection)]

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ssrl.nn.utils import frozen_copy, mlp, orthogonal_init, soft_update
+from ssrl.nn.utils import frozen_copy, mlp, orthogonal_init
 from ssrl.representations.base import Representation, check, cosine_loss, encode_sequence, health, take
 
 
@@ -60,6 +60,5 @@ class SPR(Representation):
         metrics = {"cosine_step1": 1 - per_step[0].detach() / 2, "cosine_last": 1 - per_step[-1].detach() / 2}
         return per_step.sum(), metrics | health(z0.detach(), None) | {"target_cosine": 1 - per_step.detach().mean() / 2}
 
-    def update_targets(self) -> None:
-        soft_update(self.target_encoder, self.online_encoder, self.cfg.tau)
-        soft_update(self.target_projection, self.projection, self.cfg.tau)
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.target_encoder, self.online_encoder), (self.target_projection, self.projection)]

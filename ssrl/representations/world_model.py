@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssrl.nn.encoders import is_image_space
-from ssrl.nn.utils import frozen_copy, mlp, orthogonal_init, soft_update
+from ssrl.nn.utils import frozen_copy, mlp, orthogonal_init
 from ssrl.representations.base import Obs, Representation, check, encode_sequence, health, take
 from ssrl.representations.spr import LatentTransition
 
@@ -121,5 +121,5 @@ class WorldModel(Representation):
             return None
         return self.cfg.intrinsic_coef * self.prediction_error(batch["obs"], batch["action"], batch["next_obs"], augment)
 
-    def update_targets(self) -> None:
-        soft_update(self.target_encoder, self.online_encoder, self.cfg.tau)
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.target_encoder, self.online_encoder)]

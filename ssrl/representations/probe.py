@@ -1,0 +1,110 @@
+"""Does a representation know the physics? Collect frames with a random policy, train an encoder's
+self-supervised objective on them, then fit a ridge (linear) probe from frozen features to the true state
+and score it on held-out episodes.
+
+The probe's target is the task's state vector (``obs=state``: positions, with hinge angles as cos/sin where
+the task does so, and velocities), a smooth function of ``info["physics_state"]``. The raw physics state is
+kept too, but its unbounded hinge angles (a pole that spun twice) are not a function of any image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ssrl.data import ReplayBuffer, to_torch
+
+
+@dataclass
+class ProbeData:
+    """Frames from a random policy: a replay buffer to train on, plus every observation with its physics state
+    and episode index (for an episode-wise train/test split)."""
+
+    replay: ReplayBuffer
+    obs: np.ndarray
+    states: np.ndarray
+    physics: np.ndarray
+    episodes: np.ndarray
+    observation_space: object
+    action_space: object
+
+
+def collect(env_id: str, episodes: int, *, size: int = 48, frame_stack: int = 3, action_repeat: int | None = None,
+            max_steps: int | None = None, seed: int = 0) -> ProbeData:
+    """``episodes`` random-policy episodes (at most ``max_steps`` agent steps each) of pixel observations."""
+    from ssrl.envs import make
+
+    env = make(env_id, obs="pixels+state", size=size, frame_stack=frame_stack, action_repeat=action_repeat)
+    pixel_space = env.observation_space["pixels"]
+    rng = np.random.default_rng(seed)
+    replay = ReplayBuffer(pixel_space, env.action_space, capacity=10**6, frame_stack=frame_stack, seed=seed)
+    obs_list, states, physics, episode_ids = [], [], [], []
+    for episode in range(episodes):
+        obs, info = env.reset(seed=seed * 1000 + episode)
+        replay.add_first(obs["pixels"])
+        done, steps = False, 0
+        while True:
+            obs_list.append(obs["pixels"])
+            states.append(obs["state"])
+            physics.append(info["physics_state"])
+            episode_ids.append(episode)
+            if done:
+                break
+            action = rng.uniform(env.action_space.low, env.action_space.high).astype(np.float32)
+            obs, reward, terminated, truncated, info = env.step(action)
+            steps += 1
+            done = terminated or truncated or (max_steps is not None and steps >= max_steps)
+            replay.add(action, float(reward), obs["pixels"], terminated, bool(truncated or done))
+    env.close()
+    return ProbeData(replay, np.stack(obs_list), np.stack(states).astype(np.float64), np.stack(physics),
+                     np.array(episode_ids), pixel_space, env.action_space)
+
+
+@torch.no_grad()
+def features(encoder: nn.Module, augment: nn.Module, obs: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Frozen features of ``obs`` (the encoder's eval view, as ``act()`` sees it)."""
+    was_training = encoder.training
+    encoder.eval()
+    out = [encoder(augment.eval_view(to_torch(obs[i : i + batch_size], "cpu"))).numpy()
+           for i in range(0, len(obs), batch_size)]
+    encoder.train(was_training)
+    return np.concatenate(out).astype(np.float64)
+
+
+def ridge_r2(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+             alpha: float = 10.0) -> float:
+    """Held-out R^2 of a ridge regression (standardised inputs and targets, closed form), averaged over the
+    target dimensions that vary in the training set."""
+    mu, sd = x_train.mean(0), x_train.std(0) + 1e-8
+    keep = y_train.std(0) > 1e-8
+    y_mu, y_sd = y_train[:, keep].mean(0), y_train[:, keep].std(0)
+    a, b = (x_train - mu) / sd, (y_train[:, keep] - y_mu) / y_sd
+    a, at = np.hstack([a, np.ones((len(a), 1))]), np.hstack([(x_test - mu) / sd, np.ones((len(x_test), 1))])
+    weights = np.linalg.solve(a.T @ a + alpha * np.eye(a.shape[1]), a.T @ b)
+    target = (y_test[:, keep] - y_mu) / y_sd
+    residual = ((at @ weights - target) ** 2).sum(0)
+    total = ((target - target.mean(0)) ** 2).sum(0)
+    return float(np.mean(1.0 - residual / np.maximum(total, 1e-12)))
+
+
+def probe_r2(encoder: nn.Module, augment: nn.Module, data: ProbeData, test_episodes: int = 1,
+             alpha: float = 10.0) -> float:
+    """Held-out R^2 of a linear probe from frozen features to the physics state; the last ``test_episodes``
+    episodes are the test set."""
+    x = features(encoder, augment, data.obs)
+    test = data.episodes >= data.episodes.max() + 1 - test_episodes
+    return ridge_r2(x[~test], data.states[~test], x[test], data.states[test], alpha)
+
+
+def pretrain(agent: nn.Module, replay: ReplayBuffer, updates: int) -> list[float]:
+    """``updates`` steps of the agent's representation objective alone (no RL losses, batches of
+    ``agent.cfg.batch_size``); returns the losses."""
+    assert agent.representation is not None, "pretrain needs representation=<module>"
+    losses = []
+    for _ in range(updates):
+        sequences = agent.representation.sequence_length > 0
+        batch = {} if sequences else to_torch(replay.sample(agent.cfg.batch_size), agent.device)
+        losses.append(float(agent.update_representation(batch, replay)["repr_loss"]))
+    return losses
