@@ -94,6 +94,8 @@ def parse(args: list[str]) -> TransferConfig:
             raise ConfigError(f"{key}={getattr(cfg, key)}: must be positive")
     if cfg.augmentation not in ("shift", "none"):
         raise ConfigError(f"augmentation={cfg.augmentation!r}: choose shift or none")
+    if cfg.backbone not in ("scratch", "random"):  # fail before recording demonstrations
+        load_backbone(cfg.backbone, frame_stack=cfg.frame_stack, size=cfg.size)
     return cfg
 
 
