@@ -4,7 +4,8 @@ From the encoding of observation ``t``, an action-conditioned transition model r
 forward; a projection and a prediction head map each predicted latent to a vector that must match (cosine)
 the target projection of the actually observed, augmented observation ``t+k``. Targets are EMA copies of
 the encoder and the projection (``tau=1``, SPR's choice with augmentation, makes them stop-gradient copies
-of the online weights).
+of the online weights). Without an RL loss (pretraining) SPR alone can collapse; ``inverse_coef > 0`` adds
+SGI's inverse-dynamics loss (Schwarzer et al. 2021b): predict ``a_t`` from the online ``z_t`` and ``z_{t+1}``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ssrl.nn.utils import frozen_copy, mlp, orthogonal_init
@@ -37,11 +39,13 @@ class SPR(Representation):
         super().__init__(encoder, obs_space, action_space, cfg)
         check(cfg.k >= 1, "k", cfg.k, "must be >= 1")
         check(0.0 < cfg.tau <= 1.0, "tau", cfg.tau, "must be in (0, 1]")
+        check(cfg.inverse_coef >= 0, "inverse_coef", cfg.inverse_coef, "must be >= 0")
         self.sequence_length = cfg.k
-        dim = encoder.features_dim
-        self.transition = LatentTransition(dim, int(np.prod(action_space.shape)), cfg.hidden_dim)
+        dim, action_dim = encoder.features_dim, int(np.prod(action_space.shape))
+        self.transition = LatentTransition(dim, action_dim, cfg.hidden_dim)
         self.projection = mlp(dim, cfg.hidden_dim, cfg.projection_dim, depth=1)
         self.prediction = nn.Linear(cfg.projection_dim, cfg.projection_dim)
+        self.inverse = mlp(2 * dim, cfg.hidden_dim, action_dim, depth=1) if cfg.inverse_coef > 0 else None
         self.apply(orthogonal_init)
         self.target_encoder = frozen_copy(encoder)
         self.target_projection = frozen_copy(self.projection)
@@ -57,8 +61,15 @@ class SPR(Representation):
         with torch.no_grad():
             target = self.target_projection(encode_sequence(self.target_encoder, augment, take(obs, slice(1, None))))
         per_step = cosine_loss(prediction, target).mean(0)  # (K,)
-        metrics = {"cosine_step1": 1 - per_step[0].detach() / 2, "cosine_last": 1 - per_step[-1].detach() / 2}
-        return per_step.sum(), metrics | health(z0.detach(), None) | {"target_cosine": 1 - per_step.detach().mean() / 2}
+        loss = per_step.sum()
+        metrics = {"cosine_step1": 1 - per_step[0].detach() / 2, "cosine_last": 1 - per_step[-1].detach() / 2,
+                   "target_cosine": 1 - per_step.detach().mean() / 2, **health(z0.detach())}
+        if self.inverse is not None:
+            z1 = encoder(augment(take(obs, 1)))
+            inverse = F.mse_loss(self.inverse(torch.cat([z0, z1], dim=-1)), actions[:, 0])
+            loss = loss + self.cfg.inverse_coef * inverse
+            metrics["inverse_error"] = inverse.detach()
+        return loss, metrics
 
     def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.target_encoder, self.online_encoder), (self.target_projection, self.projection)]
