@@ -10,7 +10,9 @@ from pathlib import Path
 import yaml
 
 from ssrl import config as config_lib
-from ssrl.errors import CheckpointError, ConfigError
+from ssrl.commands import COMMANDS
+from ssrl.commands import USAGE as COMMANDS_USAGE
+from ssrl.errors import BackboneError, CheckpointError, ConfigError, DatasetError
 
 USAGE = """ssrl <command> [key=value ...]
 
@@ -22,7 +24,7 @@ commands:
   tasks   list environment ids
   sweep   hyperparameter sweep:  ssrl sweep SPEC.yaml [--address RAY_ADDRESS] [--export wandb]
   report  aggregate results:     ssrl report RUN_DIRS... --out DIR [--reference DIR]
-
+""" + COMMANDS_USAGE + """
 multirun: comma lists expand to a grid, run in parallel (jobs=N) and resumed when rerun:
   ssrl train env=dmc/cheetah-run,dmc/walker-walk representation=none seeds=5 jobs=2
   ssrl train suite=dmc100k seeds=5          (suites: dmc100k, dmc500k, dmc-hard)
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
     parser = argparse.ArgumentParser(prog="ssrl", usage=USAGE, add_help=True)
-    parser.add_argument("command", choices=["train", "eval", "ppo", "config", "tasks"])
+    parser.add_argument("command", choices=["train", "eval", "ppo", "config", "tasks", *COMMANDS])
     parser.add_argument("overrides", nargs="*")
     ns = parser.parse_args(argv)
     try:
@@ -89,13 +91,15 @@ def main(argv: list[str] | None = None) -> int:
             train_ppo(parse_ppo_overrides(ns.overrides))
         elif ns.command == "config":
             print(yaml.safe_dump(config_lib.to_dict(config_lib.parse_overrides(ns.overrides)), sort_keys=False))
+        elif ns.command in COMMANDS:
+            return COMMANDS[ns.command](ns.overrides)
         elif ns.command == "tasks":
             from ssrl.envs import list_tasks
 
             print("\n".join(list_tasks()))
         else:
             return _eval(ns.overrides)
-    except (ConfigError, FileNotFoundError, CheckpointError, FloatingPointError) as e:
+    except (ConfigError, FileNotFoundError, CheckpointError, FloatingPointError, DatasetError, BackboneError) as e:
         print(f"ssrl {ns.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

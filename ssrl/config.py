@@ -68,6 +68,8 @@ class EncoderConfig:
     num_layers: int = 4
     state_hidden_dim: int = 256
     lr_scale: float = 1.0
+    pretrained: str = ""  # a backbone (ssrl.load_backbone path) for the pixels; `encoder=pretrained:PATH` sets it
+    freeze: bool = False  # with `pretrained`: keep the backbone fixed (else fine-tune at lr * lr_scale)
 
 
 @dataclass
@@ -290,25 +292,36 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key}={getattr(cfg, key)}: must be >= 0")
     if cfg.agent.batch_size <= 0 or cfg.agent.n_step <= 0:
         raise ConfigError("agent.batch_size and agent.n_step must be positive")
+    if cfg.encoder.freeze and not cfg.encoder.pretrained:
+        raise ConfigError("encoder.freeze=true needs a pretrained backbone: encoder=pretrained:PATH")
     if "/" not in cfg.env:
         raise ConfigError(f"env={cfg.env!r}: expected '<suite>/<task>', e.g. dmc/cheetah-run or gym/Hopper-v5")
 
 
-def parse_overrides(args: list[str], base: TrainConfig | None = None) -> TrainConfig:
-    """Build a config from ``key=value`` strings. Group selections (``agent=drqv2``) apply first."""
-    cfg = base if base is not None else TrainConfig()
+def apply_overrides(cfg: Any, args: list[str]) -> Any:
+    """Apply ``key=value`` strings to any config dataclass (no validation). Group selections (``agent=drqv2``)
+    apply first; ``encoder=pretrained:PATH`` is short for ``encoder.pretrained=PATH``."""
     pairs = []
     for arg in args:
         if "=" not in arg:
             raise ConfigError(f"expected key=value, got '{arg}'")
         key, value = arg.split("=", 1)
-        pairs.append((key.strip(), value.strip()))
+        key, value = key.strip(), value.strip()
+        if key == "encoder" and value.startswith("pretrained:"):
+            key, value = "encoder.pretrained", value.split(":", 1)[1]
+        pairs.append((key, value))
     for key, value in pairs:
-        if key in GROUPS:
+        if key in GROUPS and hasattr(cfg, key):
             _select_group(cfg, key, value)
     for key, value in pairs:
-        if key not in GROUPS:
+        if key not in GROUPS or not hasattr(cfg, key):
             _set(cfg, key, value)
+    return cfg
+
+
+def parse_overrides(args: list[str], base: TrainConfig | None = None) -> TrainConfig:
+    """Build a config from ``key=value`` strings (see :func:`apply_overrides`) and validate it."""
+    cfg = apply_overrides(base if base is not None else TrainConfig(), args)
     validate(cfg)
     return cfg
 

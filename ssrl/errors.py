@@ -7,3 +7,11 @@ class ConfigError(ValueError):
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not belong to this run; the message says which and why."""
+
+
+class DatasetError(ValueError):
+    """A dataset directory or episode file that cannot be used; the message names the file and the problem."""
+
+
+class BackboneError(ValueError):
+    """A backbone file or card that is missing, malformed, tampered with or does not fit; the message says which."""

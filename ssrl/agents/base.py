@@ -56,7 +56,12 @@ class OffPolicyAgent(nn.Module):
         self.obs_space, self.action_space = obs_space, action_space
         self.action_dim = int(np.prod(action_space.shape))
         self.augment = Augment(cfg.augmentation, obs_space)
-        self.encoder = make_encoder(self.augment.output_space(), encoder_cfg)
+        if encoder_cfg.pretrained:
+            from ssrl.backbone import pretrained_encoder
+
+            self.encoder = pretrained_encoder(encoder_cfg, self.augment.output_space())
+        else:
+            self.encoder = make_encoder(self.augment.output_space(), encoder_cfg)
         self.critic = Critic(self.encoder.features_dim, self.action_dim, cfg.hidden_dim)
         self.critic_target = frozen_copy(self.critic)
         # With ``cfg.encoder_tau`` (SAC/CURL) targets use an EMA copy of the encoder, else the online one (DrQ-v2).
@@ -67,10 +72,9 @@ class OffPolicyAgent(nn.Module):
             raise ConfigError(f"an intrinsic reward is defined for one-step transitions: set agent.n_step=1 "
                               f"(got {cfg.n_step})")
         self.repr_weight = repr_cfg.weight
-        self.critic_opt = adam([
-            {"params": self.critic.parameters(), "lr": cfg.lr},
-            {"params": self.encoder.parameters(), "lr": cfg.lr * encoder_cfg.lr_scale},
-        ], lr=cfg.lr)
+        encoder_group = [] if encoder_cfg.pretrained and encoder_cfg.freeze else [
+            {"params": self.encoder.parameters(), "lr": cfg.lr * encoder_cfg.lr_scale}]
+        self.critic_opt = adam([{"params": self.critic.parameters(), "lr": cfg.lr}, *encoder_group], lr=cfg.lr)
         self.repr_opt = None
         if self.representation is not None:
             params = list(self.representation.parameters())

@@ -1,4 +1,5 @@
-"""Pixel and state environments: dm_control suite (`dmc/<domain>-<task>`) and Gymnasium MuJoCo (`gym/<id>`).
+"""Pixel and state environments: dm_control suite (`dmc/<domain>-<task>`), Gymnasium MuJoCo (`gym/<id>`) and,
+when metaworld is installed, MetaWorld (`mw/<task>`, see `ssrl.envs.metaworld`).
 
 Importing this package picks a headless GL backend (see `ssrl.envs.gl`); import it before
 `mujoco` or `dm_control`.
@@ -40,11 +41,15 @@ def _registry() -> dict[str, tuple[str, ...]]:
 
 def list_tasks() -> list[str]:
     """All registered environment ids."""
-    return list(_registry())
+    from ssrl.envs import metaworld
+
+    return list(_registry()) + (metaworld.list_tasks() if metaworld.available() else [])
 
 
 def _lookup(env_id: str) -> tuple[str, ...]:
     """The registry entry of `env_id`, or ValueError naming close matches."""
+    if env_id.startswith("mw/"):
+        return ("mw", env_id[3:])
     tasks = _registry()
     if env_id not in tasks:
         close = difflib.get_close_matches(env_id, tasks, n=5, cutoff=0.6)
@@ -107,6 +112,10 @@ def make(
         from ssrl.envs.dmc import DMCEnv
 
         base: Any = DMCEnv(entry[1], entry[2], **options)
+    elif entry[0] == "mw":
+        from ssrl.envs.metaworld import MetaWorldEnv
+
+        base = MetaWorldEnv(entry[1], **options)
     else:
         from ssrl.envs.gym_mujoco import GymMujoco
 

@@ -1,0 +1,289 @@
+"""Behaviour cloning from pixels with a backbone: ``ssrl transfer`` (the R3M/VIP protocol, small).
+
+For each task, scripted-expert demonstrations are recorded once (a dataset under ``out/demos``; the first ``n``
+episodes serve ``demos=n``). For each demo count and seed, a policy = backbone + small MLP head (features and the
+robot's proprioception -> action) is trained with MSE on expert actions, then evaluated for ``rollouts`` episodes
+on held-out initial states; an episode succeeds when the task reports success at any step (it then ends).
+
+``backbone`` is a path (``ssrl.load_backbone``; frozen unless ``freeze=false``, then fine-tuned at
+``lr * encoder_lr_scale``), ``scratch`` (a fresh encoder trained end to end at ``lr``) or ``random`` (a fresh
+encoder, frozen: the control that shows what pretraining adds).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+from ssrl import config as config_lib
+from ssrl.backbone import Backbone, load_backbone, make_card, pixel_encoder_args
+from ssrl.config import EncoderConfig
+from ssrl.data import to_torch
+from ssrl.data.dataset import Dataset, episode_files, read_meta, record, subset
+from ssrl.errors import ConfigError
+from ssrl.nn.augment import Augment
+from ssrl.nn.encoders import PixelEncoder
+from ssrl.nn.utils import mlp
+
+console = Console()
+SUITES = {"metaworld": "mw/"}
+PROPRIO_DIMS = {"metaworld": 4}  # hand xyz + gripper opening: the first entries of MetaWorld's state
+EVAL_SEED_OFFSET = 100_000  # evaluation initial states never coincide with demonstration ones
+
+
+@dataclass
+class TransferConfig:
+    backbone: str = "scratch"  # PATH | scratch | random
+    suite: str = "metaworld"
+    tasks: str = "reach-v3"  # comma-separated
+    demos: str = "10"  # comma-separated demonstration counts
+    seeds: int = 3
+    rollouts: int = 50
+    freeze: bool = True  # PATH backbones: frozen (true) or fine-tuned (false)
+    encoder_lr_scale: float = 0.1  # fine-tuned PATH backbones train at lr * encoder_lr_scale
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    hidden_dim: int = 256
+    size: int = 84
+    frame_stack: int = 1
+    horizon: int = 150  # max steps per episode (demos and rollouts)
+    proprio: bool = True
+    augmentation: str = "shift"
+    out: str = "results/transfer"
+    device: str = "auto"
+    threads: int = 0
+    progress: bool = True
+
+    def task_list(self) -> list[str]:
+        return [t for t in self.tasks.split(",") if t]
+
+    def demo_counts(self) -> list[int]:
+        try:
+            return [int(n) for n in self.demos.split(",") if n]
+        except ValueError:
+            raise ConfigError(f"demos={self.demos!r}: expected comma-separated integers") from None
+
+    def label(self) -> str:
+        if self.backbone in ("scratch", "random"):
+            return self.backbone
+        return f"{Path(self.backbone).name} ({'frozen' if self.freeze else 'fine-tuned'})"
+
+
+def parse(args: list[str]) -> TransferConfig:
+    cfg = config_lib.apply_overrides(TransferConfig(), args)
+    if cfg.suite not in SUITES:
+        raise ConfigError(f"suite={cfg.suite!r}: choose one of {', '.join(SUITES)}")
+    if not cfg.task_list() or not cfg.demo_counts() or min(cfg.demo_counts()) < 1:
+        raise ConfigError("tasks= and demos= need at least one task and positive demo counts")
+    for key in ("seeds", "rollouts", "steps", "batch_size", "size", "frame_stack", "horizon"):
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"{key}={getattr(cfg, key)}: must be positive")
+    if cfg.augmentation not in ("shift", "none"):
+        raise ConfigError(f"augmentation={cfg.augmentation!r}: choose shift or none")
+    if cfg.backbone not in ("scratch", "random"):  # fail before recording demonstrations
+        load_backbone(cfg.backbone, frame_stack=cfg.frame_stack, size=cfg.size)
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------- envs
+class EndOnSuccess(gym.Wrapper):
+    """Ends the episode (``terminated``) at the first step whose ``info["success"]`` is true."""
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated or bool(info.get("success", False)), truncated, info
+
+
+def make_task_env(cfg: TransferConfig, task: str) -> gym.Env:
+    from ssrl.envs import make
+
+    env = make(SUITES[cfg.suite] + task, obs="pixels+state", size=cfg.size, frame_stack=cfg.frame_stack)
+    return EndOnSuccess(gym.wrappers.TimeLimit(env, cfg.horizon))
+
+
+def demonstrations(cfg: TransferConfig, task: str, n: int) -> Path:
+    """A dataset of the first ``n`` scripted-expert episodes of ``task`` (recorded once, then reused)."""
+    root = Path(cfg.out) / "demos" / f"{task}-{cfg.size}px-fs{cfg.frame_stack}-h{cfg.horizon}"
+    full = root / "all"
+    have = len(episode_files(full)) if (full / "dataset.json").exists() else 0
+    if have < max(cfg.demo_counts()):
+        if full.exists():
+            for path in full.iterdir():
+                path.unlink()
+        env = make_task_env(cfg, task)
+        base = env.unwrapped
+        meta = {"tasks": [SUITES[cfg.suite] + task], "policy": "scripted", "obs": "pixels+state", "size": cfg.size,
+                "render": "fast"}
+        try:
+            record(env, lambda obs: base.expert_action(), full, episodes=max(cfg.demo_counts()), meta=meta,
+                   progress=cfg.progress)
+        finally:
+            env.close()
+    return subset(full, n, root / f"n{n}")
+
+
+# --------------------------------------------------------------------------------------------- policy
+class BCPolicy(nn.Module):
+    """Backbone features (+ proprioception) -> MLP -> tanh action; ``augment`` applies to training batches."""
+
+    def __init__(self, backbone: Backbone, augment: Augment, proprio_dim: int, action_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.backbone, self.augment, self.proprio_dim = backbone, augment, proprio_dim
+        self.head = nn.Sequential(mlp(backbone.features_dim + proprio_dim, hidden_dim, action_dim), nn.Tanh())
+
+    def forward(self, pixels: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """Actions for (already augmented) float pixels and raw states."""
+        features = self.backbone(pixels)
+        if self.proprio_dim:
+            features = torch.cat([features, state[:, : self.proprio_dim].float()], dim=-1)
+        return self.head(features)
+
+    def loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        """MSE to the expert's (clipped) actions on an augmented batch."""
+        action = self(self.augment(batch["obs"]["pixels"]), batch["obs"]["state"])
+        return F.mse_loss(action, batch["action"].clamp(-1, 1))
+
+    @torch.no_grad()
+    def act(self, obs: dict[str, np.ndarray], device: torch.device) -> np.ndarray:
+        batch = to_torch({k: np.asarray(v)[None] for k, v in obs.items()}, device)
+        return self(self.augment.eval_view(batch["pixels"]), batch["state"])[0].cpu().numpy()
+
+
+def make_backbone(cfg: TransferConfig, space: gym.spaces.Box) -> Backbone:
+    """The backbone a run starts from (fresh for ``scratch``/``random``, loaded otherwise)."""
+    if cfg.backbone in ("scratch", "random"):
+        enc_cfg = EncoderConfig()
+        net = PixelEncoder(space, enc_cfg)
+        card = make_card("pixel_encoder", pixel_encoder_args(space.shape, enc_cfg), net, frame_stack=cfg.frame_stack,
+                         size=cfg.size, provenance={"objective": cfg.backbone})
+        backbone = Backbone(net, card)
+        return backbone.freeze() if cfg.backbone == "random" else backbone
+    backbone = load_backbone(cfg.backbone, frame_stack=cfg.frame_stack, size=cfg.size)
+    backbone.check_input(space, f"backbone={cfg.backbone}")
+    return backbone.freeze() if cfg.freeze else backbone
+
+
+def train_bc(cfg: TransferConfig, demos: Path, seed: int, device: torch.device) -> tuple[BCPolicy, list[float]]:
+    """Fit a policy to the demonstrations; returns it and the loss averaged over each tenth of training."""
+    torch.manual_seed(seed)
+    data = Dataset(demos, seed=seed)
+    pixels_space = data.observation_space["pixels"]
+    backbone = make_backbone(cfg, pixels_space)
+    policy = BCPolicy(backbone, Augment(cfg.augmentation, pixels_space), PROPRIO_DIMS[cfg.suite] if cfg.proprio else 0,
+                      data.action_space.shape[0], cfg.hidden_dim).to(device)
+    groups = [{"params": policy.head.parameters(), "lr": cfg.lr}]
+    if not backbone.frozen:
+        scale = 1.0 if cfg.backbone == "scratch" else cfg.encoder_lr_scale
+        groups.append({"params": backbone.parameters(), "lr": cfg.lr * scale})
+    opt = torch.optim.Adam(groups)
+    losses, chunk = [], []
+    policy.train()
+    for step in range(cfg.steps):
+        loss = policy.loss(to_torch(data.sample(cfg.batch_size), device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        chunk.append(loss.item())
+        if len(chunk) == max(cfg.steps // 10, 1) or step == cfg.steps - 1:
+            losses.append(float(np.mean(chunk)))
+            chunk = []
+    policy.eval()
+    return policy, losses
+
+
+@torch.no_grad()
+def success_rate(cfg: TransferConfig, policy: BCPolicy, task: str, seed: int, device: torch.device) -> list[bool]:
+    """Success of ``cfg.rollouts`` episodes from held-out initial states."""
+    env = make_task_env(cfg, task)
+    results = []
+    try:
+        for i in range(cfg.rollouts):
+            obs, _ = env.reset(seed=EVAL_SEED_OFFSET + 1000 * seed + i)
+            done, success = False, False
+            while not done:
+                obs, _, terminated, truncated, info = env.step(policy.act(obs, device))
+                success |= bool(info.get("success", False))
+                done = terminated or truncated
+            results.append(success)
+    finally:
+        env.close()
+    return results
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def run(cfg: TransferConfig) -> list[dict[str, Any]]:
+    """Train and evaluate every (task, demos, seed); write ``results.json`` and ``results.md`` to ``cfg.out``."""
+    from ssrl.experiments.train import resolve_device
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for task in cfg.task_list():
+        for n in cfg.demo_counts():
+            demos = demonstrations(cfg, task, n)
+            outcomes, curves, t0 = [], [], time.perf_counter()
+            for seed in range(cfg.seeds):
+                policy, losses = train_bc(cfg, demos, seed, device)
+                outcomes += success_rate(cfg, policy, task, seed, device)
+                curves.append(losses)
+            k = int(sum(outcomes))
+            low, high = wilson(k, len(outcomes))
+            row = {"backbone": cfg.label(), "task": task, "demos": n, "seeds": cfg.seeds, "rollouts": len(outcomes),
+                   "successes": k, "success_rate": k / len(outcomes), "ci95": [low, high],
+                   "demo_expert_success": read_meta(demos).get("success_rate"),
+                   "bc_loss_first": float(np.mean([c[0] for c in curves])),
+                   "bc_loss_last": float(np.mean([c[-1] for c in curves])), "seconds": time.perf_counter() - t0}
+            rows.append(row)
+            console.print(f"{row['backbone']:>24} {task:>12} demos={n:<3} success {k}/{len(outcomes)} "
+                          f"[{low:.2f}, {high:.2f}]  bc loss {row['bc_loss_first']:.4f} -> {row['bc_loss_last']:.4f}")
+    results = {"config": asdict(cfg), "rows": rows}
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2))
+    os.replace(tmp, out / "results.json")
+    (out / "results.md").write_text(markdown(rows))
+    print_table(rows)
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| backbone | task | demos | success (rollouts) | 95% CI | BC loss first -> last |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['backbone']} | {r['task']} | {r['demos']} | {r['success_rate']:.2f} ({r['rollouts']}) | "
+                     f"[{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] | {r['bc_loss_first']:.4f} -> {r['bc_loss_last']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="behaviour cloning success rate")
+    for name in ("backbone", "task", "demos", "success", "95% CI", "rollouts"):
+        table.add_column(name)
+    for r in rows:
+        table.add_row(r["backbone"], r["task"], str(r["demos"]), f"{r['success_rate']:.2f}",
+                      f"[{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]", str(r["rollouts"]))
+    console.print(table)

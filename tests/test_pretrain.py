@@ -1,0 +1,338 @@
+"""Reward-free datasets, offline pretraining, the backbone file format and its use in ssrl train / SB3."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ssrl import config as config_lib
+from ssrl.backbone import Backbone, ResNet18, load_backbone
+from ssrl.cli import main
+from ssrl.data.dataset import Dataset, collect, export_run, info
+from ssrl.envs.metaworld import INSTALL as METAWORLD_INSTALL
+from ssrl.errors import BackboneError, ConfigError, DatasetError
+from ssrl.experiments.pretrain import Pretrainer, lr_factor, parse
+from ssrl.experiments.train import CHECKPOINT, Trainer
+
+ENV = "dmc/cartpole-swingup"  # action repeat 8: 125 steps per episode
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "cartpole"
+    collect(ENV, "random", 2000, out, size=SIZE, frame_stack=3, progress=False)
+    return out
+
+
+def pretrain_args(data: Path, out: Path, **extra: str) -> list[str]:
+    args = {"representation": "spr", "data": str(data), "out": str(out), "steps": "30", "batch_size": "16",
+            "warmup": "5", "log_every": "5", "checkpoint_every": "10", "progress": "false", "representation.k": "2"}
+    return [f"{k}={v}" for k, v in (args | extra).items()]
+
+
+@pytest.fixture(scope="module")
+def backbone_dir(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("backbone")
+    Pretrainer(parse(pretrain_args(dataset, out))).run()
+    return out
+
+
+def images(n: int = 4, seed: int = 0) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (n, 9, SIZE, SIZE), dtype=np.uint8))
+
+
+# ---------------------------------------------------------------------------------------------- datasets
+def test_collect_writes_replay_episodes_and_info_counts_them(dataset: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["data", "info", str(dataset)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["tasks"] == [ENV] and shown["episodes"] == 2
+    assert shown["transitions"] == 250 and shown["steps"] == 252 and shown["frames"] == 2000
+    assert shown["bytes"] == sum(p.stat().st_size for p in dataset.iterdir())
+    assert shown["observation"] == {"pixels": f"uint8[9, {SIZE}, {SIZE}]", "state": "float32[5]",
+                                    "physics_state": "float64[4]"}
+    data = Dataset(dataset, "pixels", seed=0)
+    batch = data.sample(8)
+    assert batch["obs"].shape == (8, 9, SIZE, SIZE) and batch["obs"].dtype == np.uint8
+    full = Dataset(dataset).sample_sequences(4, 3)
+    assert full["obs"]["physics_state"].shape == (4, 4, 4) and full["action"].shape == (4, 3, 1)
+
+
+def test_corrupt_dataset_files_are_named(dataset: Path, tmp_path: Path) -> None:
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(dataset, bad)
+    first = sorted(bad.glob("*.npz"))[0]
+    first.write_bytes(first.read_bytes()[:1000])  # truncated
+    with pytest.raises(DatasetError, match=first.name):
+        Dataset(bad)
+    with np.load(sorted(dataset.glob("*.npz"))[0]) as z:
+        arrays = dict(z)
+    arrays["obs/pixels"] = arrays["obs/pixels"].astype(np.float32)  # wrong dtype
+    np.savez(first, **arrays)
+    with pytest.raises(DatasetError, match=rf"{first.name}.*obs/pixels.*float32.*expected uint8"):
+        Dataset(bad)
+    (bad / "dataset.json").unlink()
+    with pytest.raises(DatasetError, match="dataset.json not found"):
+        info(bad)
+    with pytest.raises(DatasetError, match="no observation entry 'depth'"):
+        Dataset(dataset, "depth")
+
+
+def test_collect_refuses_unknown_policy_and_scripted_without_expert(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="policy='greedy'"):
+        collect(ENV, "greedy", 100, tmp_path / "a", size=SIZE, progress=False)
+    with pytest.raises(DatasetError, match="no scripted expert"):
+        collect(ENV, "scripted", 100, tmp_path / "b", size=SIZE, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------- pretrain
+def test_lr_warmup_then_cosine() -> None:
+    assert lr_factor(0, 10, 110) == pytest.approx(0.1) and lr_factor(9, 10, 110) == pytest.approx(1.0)
+    assert lr_factor(60, 10, 110) == pytest.approx(0.5) and lr_factor(110, 10, 110) == pytest.approx(0.0)
+    assert all(lr_factor(s, 10, 110) >= lr_factor(s + 1, 10, 110) for s in range(10, 110))
+
+
+def test_pretrain_logs_falling_loss_and_writes_a_backbone(backbone_dir: Path) -> None:
+    import csv
+
+    rows = list(csv.DictReader((backbone_dir / "pretrain.csv").open()))
+    assert [int(r["step"]) for r in rows] == [5, 10, 15, 20, 25, 30]
+    assert float(rows[-1]["loss"]) < 0.8 * float(rows[0]["loss"])
+    assert float(rows[-1]["lr"]) == pytest.approx(0.0, abs=1e-12)  # cosine ends at 0
+    card = json.loads((backbone_dir / "backbone.json").read_text())
+    assert card["provenance"]["objective"] == "spr" and card["provenance"]["steps"] == 30
+    assert card["input"] | {"normalization": None} == {
+        "channels": 9, "frame_stack": 3, "size": SIZE, "dtype": "uint8", "range": [0, 255],
+        "layout": "channels-first, oldest frame first", "normalization": None}
+    assert card["feature_dim"] == 50
+
+
+def test_pretrain_resume_is_exact(dataset: Path, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    whole = Pretrainer(parse(pretrain_args(dataset, tmp_path / "whole", steps="12", warmup="2")))
+    whole.run()
+    cut = Pretrainer(parse(pretrain_args(dataset, tmp_path / "cut", steps="12", warmup="2")))
+    for _ in range(7):
+        cut.train_step()
+    cut.save_checkpoint()  # "killed" after step 7
+    resumed = Pretrainer(parse(pretrain_args(dataset, tmp_path / "cut", steps="12", warmup="2")))
+    assert resumed.step == 7
+    resumed.run()
+    for a, b in zip(whole.encoder.state_dict().values(), resumed.encoder.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ConfigError, match="different config.*batch_size"):
+        Pretrainer(parse(pretrain_args(dataset, tmp_path / "cut", steps="12", warmup="2", batch_size="8")))
+
+
+def test_pretrain_config_errors(dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="needs data="):
+        parse(["representation=spr"])
+    with pytest.raises(ConfigError, match="unknown key 'agent.lr'"):
+        parse([f"data={dataset}", f"out={tmp_path}", "agent.lr=1"])
+    with pytest.raises(ConfigError, match="warmup"):
+        parse([f"data={dataset}", f"out={tmp_path}", "steps=5", "warmup=5"])
+
+
+# ---------------------------------------------------------------------------------------------- backbone
+def test_backbone_round_trip_gives_identical_features(backbone_dir: Path, dataset: Path) -> None:
+    import ssrl
+
+    loaded = ssrl.load_backbone(backbone_dir)
+    again = Pretrainer(parse(pretrain_args(dataset, backbone_dir)))  # resumes the finished run
+    x = images()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), again.encoder(x))
+    assert loaded.features_dim == 50 and loaded.input_shape == (9, SIZE, SIZE)
+
+
+def test_tampered_or_broken_backbones_are_refused(backbone_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    def fresh(name: str) -> Path:
+        shutil.copytree(backbone_dir, tmp_path / name)
+        return tmp_path / name
+
+    edited = fresh("card")
+    card = json.loads((edited / "backbone.json").read_text())
+    card["provenance"]["steps"] = 100_000
+    (edited / "backbone.json").write_text(json.dumps(card))
+    with pytest.raises(BackboneError, match="card was edited"):
+        load_backbone(edited)
+
+    weights = fresh("weights")
+    from safetensors import safe_open
+
+    with safe_open(str(weights / "backbone.safetensors"), "pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(str(weights / "backbone.safetensors"))
+    tensors["head.0.bias"] += 0.01
+    save_file(tensors, str(weights / "backbone.safetensors"), metadata=metadata)
+    with pytest.raises(BackboneError, match="weights do not match"):
+        load_backbone(weights)
+
+    truncated = fresh("truncated")
+    path = truncated / "backbone.safetensors"
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(BackboneError, match="unreadable"):
+        load_backbone(truncated)
+
+    with pytest.raises(BackboneError, match="not found"):
+        load_backbone(tmp_path / "nothing")
+
+
+def test_resnet18_state_dict_from_a_local_file(tmp_path: Path) -> None:
+    net = ResNet18()
+    # torchvision's resnet18 has 11,689,512 parameters, 513,000 of them in fc (512 x 1000 + 1000).
+    assert sum(p.numel() for p in net.parameters()) == 11_689_512 - 513_000
+    for module in net.modules():  # non-trivial BatchNorm statistics, so a wrong mapping would show
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    state = {f"module.convnet.{k}": v for k, v in net.state_dict().items()}
+    state["module.convnet.fc.weight"] = torch.zeros(1000, 512)  # classifier heads are dropped
+    torch.save({"state_dict": state}, tmp_path / "r3m_like.pt")
+    loaded = load_backbone(tmp_path / "r3m_like.pt", frame_stack=2, size=32)
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 6, 32, 32), dtype=np.uint8))
+    net.eval(), loaded.eval()
+    with torch.no_grad():
+        features = loaded(x)
+        assert features.shape == (3, 1024)
+        assert torch.allclose(features[:, 512:], net(x[:, 3:]), atol=1e-5)
+    assert loaded.card["architecture"] == "resnet18" and loaded.card["input"]["normalization"].startswith("imagenet")
+
+    torch.save({"conv.weight": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(BackboneError, match="not a ResNet-18 state dict"):
+        load_backbone(tmp_path / "other.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(BackboneError, match="not a readable torch state dict"):
+        load_backbone(tmp_path / "junk.pt")
+
+
+def test_frozen_means_no_grads_and_no_batchnorm_drift(tmp_path: Path) -> None:
+    backbone = load_resnet(tmp_path).freeze()
+    parent = torch.nn.Sequential(backbone, torch.nn.Linear(512, 1))
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    parent.train()
+    parent(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)).sum().backward()
+    assert not backbone.training and all(p.grad is None for p in backbone.parameters())
+    assert parent[1].weight.grad is not None
+    assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
+
+
+def load_resnet(tmp_path: Path) -> Backbone:
+    torch.save(ResNet18().state_dict(), tmp_path / "resnet.pth")
+    return load_backbone(tmp_path / "resnet.pth", size=32)
+
+
+# ---------------------------------------------------------------------------------------------- transfer into RL
+def train_cfg(run_dir: Path, backbone: Path, *extra: str) -> config_lib.TrainConfig:
+    return config_lib.parse_overrides([
+        f"env={ENV}", f"size={SIZE}", f"encoder=pretrained:{backbone}", "frames=2000", "seed_frames=1000",
+        "agent.batch_size=16", "agent.hidden_dim=32", "eval_episodes=1", "eval_every=100000",
+        "agent.update_every=4", "replay_capacity=1000", "progress=false", f"run_dir={run_dir}", *extra])
+
+
+@pytest.mark.slow
+def test_train_with_frozen_and_finetuned_backbone(backbone_dir: Path, tmp_path: Path) -> None:
+    assert config_lib.parse_overrides([f"encoder=pretrained:{backbone_dir}"]).encoder.pretrained == str(backbone_dir)
+    with pytest.raises(ConfigError, match="encoder.freeze=true needs a pretrained backbone"):
+        config_lib.parse_overrides(["encoder.freeze=true"])
+    original = load_backbone(backbone_dir).state_dict()
+
+    frozen = Trainer(train_cfg(tmp_path / "frozen", backbone_dir, "encoder.freeze=true"))
+    critic_before = [p.clone() for p in frozen.agent.critic.parameters()]
+    frozen.train()
+    assert all(torch.equal(original[k], v) for k, v in frozen.agent.encoder.state_dict().items())
+    assert any(not torch.equal(a, b) for a, b in zip(critic_before, frozen.agent.critic.parameters()))
+    assert len(frozen.agent.critic_opt.param_groups) == 1  # the encoder is not even in the optimizer
+
+    tuned = Trainer(train_cfg(tmp_path / "tuned", backbone_dir, "encoder.lr_scale=0.1"))
+    groups = tuned.agent.critic_opt.param_groups
+    assert groups[1]["lr"] == pytest.approx(0.1 * groups[0]["lr"])
+    tuned.train()
+    assert any(not torch.equal(original[k], v) for k, v in tuned.agent.encoder.state_dict().items())
+
+    with pytest.raises(BackboneError, match=r"uint8\[9, 40, 40\].*takes uint8\[9, 32, 32\]"):
+        Trainer(train_cfg(tmp_path / "wrong", backbone_dir, "size=40"))
+
+
+@pytest.mark.slow
+def test_export_run_and_collect_with_checkpoint_policy(backbone_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    Trainer(train_cfg(run_dir, backbone_dir, "encoder.freeze=true")).train()
+    exported = export_run(run_dir, tmp_path / "exported")
+    assert exported["episodes"] == 2 and exported["observation"] == {"obs": f"uint8[9, {SIZE}, {SIZE}]"}
+    assert Dataset(tmp_path / "exported").sample(4)["obs"].shape == (4, 9, SIZE, SIZE)
+    assert main(["collect", f"policy=checkpoint:{run_dir}", "frames=1000", f"out={tmp_path / 'agent'}",
+                 "progress=false"]) == 0
+    assert info(tmp_path / "agent")["episodes"] == 1 and info(tmp_path / "agent")["tasks"] == [ENV]
+    assert main(["collect", f"env={ENV}", "frames=10", f"out={tmp_path / 'agent'}"]) == 2  # not empty: refused
+
+
+# ---------------------------------------------------------------------------------------------- SB3
+@pytest.mark.slow
+def test_sb3_extractor_frozen_and_trainable(backbone_dir: Path) -> None:
+    sb3 = pytest.importorskip("stable_baselines3", reason="stable-baselines3 not installed (pip install 'ssrl[sb3]')")
+    from ssrl.envs import make
+    from ssrl.integrations.sb3 import BackboneExtractor, policy_kwargs
+
+    original = load_backbone(backbone_dir).state_dict()
+    for freeze in (True, False):
+        env = make(ENV, size=SIZE, frame_stack=3, seed=0)
+        model = sb3.SAC("CnnPolicy", env, buffer_size=200, learning_starts=20, batch_size=8, seed=0,
+                        policy_kwargs=policy_kwargs(backbone_dir, freeze=freeze, net_arch=[32, 32]))
+        extractor = model.policy.actor.features_extractor
+        assert isinstance(extractor, BackboneExtractor) and not model.policy.normalize_images
+        with torch.no_grad():  # SB3 hands the extractor uint8-range floats: identical to the raw backbone
+            obs = torch.as_tensor(env.observation_space.sample()[None])
+            features = model.policy.actor.extract_features(obs, extractor)
+            assert torch.equal(features, load_backbone(backbone_dir)(obs))
+        actor_before = [p.clone() for p in model.policy.actor.mu.parameters()]
+        model.learn(60)
+        env.close()
+        same = [torch.equal(original[k], v) for k, v in model.policy.critic.features_extractor.backbone.state_dict().items()]
+        assert all(same) if freeze else not all(same)
+        assert any(not torch.equal(a, b) for a, b in zip(actor_before, model.policy.actor.mu.parameters()))
+
+
+# ---------------------------------------------------------------------------------------------- MetaWorld + BC
+def test_metaworld_adapter_scripted_reach_succeeds_and_renders() -> None:
+    pytest.importorskip("metaworld", reason=f"metaworld not installed: {METAWORLD_INSTALL}")
+    from ssrl.envs import make
+
+    env = make("mw/reach-v3", obs="pixels+state", size=SIZE, frame_stack=1)
+    weld = env.unwrapped.model.eq_data[0]
+    obs, info = env.reset(seed=3)
+    assert weld.size > 11 and weld[6] == -1.0 and weld[10] == 5.0  # metaworld's 11 values, the 12th kept
+    assert obs["pixels"].shape == (3, SIZE, SIZE) and obs["pixels"].std() > 10  # a real image
+    assert info["physics_state"].shape == (env.unwrapped.model.nq + env.unwrapped.model.nv,) and not info["success"]
+    success = False
+    for _ in range(100):
+        obs, _, _, _, info = env.step(env.unwrapped.expert_action())
+        success |= info["success"]
+    env.close()
+    assert success
+
+
+@pytest.mark.slow
+def test_behaviour_cloning_loss_falls_and_reaches(tmp_path: Path) -> None:
+    pytest.importorskip("metaworld", reason=f"metaworld not installed: {METAWORLD_INSTALL}")
+    from ssrl.experiments.transfer import parse as transfer_parse
+    from ssrl.experiments.transfer import run
+
+    rows = run(transfer_parse(["tasks=reach-v3", "demos=5", "seeds=1", "rollouts=4", "steps=150", "batch_size=32",
+                               f"size={SIZE}", "horizon=60", f"out={tmp_path}", "progress=false"]))
+    (row,) = rows
+    assert row["demo_expert_success"] == 1.0
+    assert row["bc_loss_last"] < 0.5 * row["bc_loss_first"]
+    assert row["successes"] > 0
+    assert json.loads((tmp_path / "results.json").read_text())["rows"] == rows
