@@ -99,7 +99,7 @@ class SPRConfig(RepresentationConfig):
     trains_encoder: bool = True
     k: int = 5
     tau: float = 1.0  # SPR with augmentation: target = online weights (its tau=0, i.e. no momentum)
-    inverse_coef: float = 0.0  # > 0 adds SGI's inverse-dynamics loss (a_t from z_t, z_t+1): no collapse without RL
+    inverse_coef: float = 0.0  # > 0 adds SGI's inverse-dynamics loss (a_t from z_t, z_t+1)
     hidden_dim: int = 256
     projection_dim: int = 128
 

@@ -217,6 +217,10 @@ class ReplayBuffer:
         """Human-readable memory use at full capacity."""
         return f"replay: {self.capacity:,} transitions x {_fmt(self.bytes_per_transition)} = {_fmt(self.nbytes)}"
 
+    def seed(self, seed: int | None) -> None:
+        """Restart the sampling random stream (replays of the same content with another batch order)."""
+        self._rng = np.random.default_rng(seed)
+
     # ------------------------------------------------------------- persistence
     def state_dict(self) -> dict[str, Any]:
         """Sampling RNG state and number of episode files belonging to the buffer (plain Python types)."""

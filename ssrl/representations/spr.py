@@ -4,8 +4,14 @@ From the encoding of observation ``t``, an action-conditioned transition model r
 forward; a projection and a prediction head map each predicted latent to a vector that must match (cosine)
 the target projection of the actually observed, augmented observation ``t+k``. Targets are EMA copies of
 the encoder and the projection (``tau=1``, SPR's choice with augmentation, makes them stop-gradient copies
-of the online weights). Without an RL loss (pretraining) SPR alone can collapse; ``inverse_coef > 0`` adds
-SGI's inverse-dynamics loss (Schwarzer et al. 2021b): predict ``a_t`` from the online ``z_t`` and ``z_{t+1}``.
+of the online weights).
+
+The projection is BYOL's projector, Linear -> BatchNorm -> ReLU -> Linear (the target's BatchNorm uses the
+target batch's statistics, as in BYOL). In SPR the projection is the first layer of the Q head, so the RL loss
+keeps it informative; here it is a separate head, and without the BatchNorm, SPR trained alone (pretraining,
+no RL loss) collapses: projection and target projection learn one constant output, the cosine loss goes to
+0 and the encoder's features carry less state than at init. ``inverse_coef > 0`` adds SGI's inverse-dynamics
+loss (Schwarzer et al. 2021b): predict ``a_t`` from the online ``z_t`` and ``z_{t+1}``.
 """
 
 from __future__ import annotations
@@ -34,6 +40,17 @@ class LatentTransition(nn.Module):
         return self.net(torch.cat([z, action], dim=-1))
 
 
+def projector(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """BYOL's projection head: Linear -> BatchNorm -> ReLU -> Linear on ``(N, in_dim)`` rows."""
+    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True),
+                         nn.Linear(hidden_dim, out_dim))
+
+
+def project(head: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """Apply a row-wise head with BatchNorm to ``(B, T, D)`` latents (statistics over all ``B*T`` rows)."""
+    return head(z.flatten(0, 1)).unflatten(0, z.shape[:2])
+
+
 class SPR(Representation):
     def __init__(self, encoder: nn.Module, obs_space: gym.Space, action_space: gym.spaces.Box, cfg: Any) -> None:
         super().__init__(encoder, obs_space, action_space, cfg)
@@ -43,7 +60,7 @@ class SPR(Representation):
         self.sequence_length = cfg.k
         dim, action_dim = encoder.features_dim, int(np.prod(action_space.shape))
         self.transition = LatentTransition(dim, action_dim, cfg.hidden_dim)
-        self.projection = mlp(dim, cfg.hidden_dim, cfg.projection_dim, depth=1)
+        self.projection = projector(dim, cfg.hidden_dim, cfg.projection_dim)
         self.prediction = nn.Linear(cfg.projection_dim, cfg.projection_dim)
         self.inverse = mlp(2 * dim, cfg.hidden_dim, action_dim, depth=1) if cfg.inverse_coef > 0 else None
         self.apply(orthogonal_init)
@@ -57,9 +74,10 @@ class SPR(Representation):
         for k in range(self.sequence_length):
             z = self.transition(z, actions[:, k])
             latents.append(z)
-        prediction = self.prediction(self.projection(torch.stack(latents, 1)))
+        prediction = self.prediction(project(self.projection, torch.stack(latents, 1)))
         with torch.no_grad():
-            target = self.target_projection(encode_sequence(self.target_encoder, augment, take(obs, slice(1, None))))
+            target = project(self.target_projection,
+                             encode_sequence(self.target_encoder, augment, take(obs, slice(1, None))))
         per_step = cosine_loss(prediction, target).mean(0)  # (K,)
         loss = per_step.sum()
         metrics = {"cosine_step1": 1 - per_step[0].detach() / 2, "cosine_last": 1 - per_step[-1].detach() / 2,
