@@ -47,6 +47,11 @@ class CSVLog:
         if self.path.exists():
             self._rewrite(self.rows()[:count])
 
+    def truncate_after(self, frame: int) -> None:
+        """Drop rows logged after ``frame`` (for logs with at most one row per frame)."""
+        if self.path.exists():
+            self._rewrite([r for r in self.rows() if float(r["frame"]) <= frame])
+
 
 class Logger:
     """Writes ``<run_dir>/<namespace>.csv`` and, optionally, the same rows to wandb."""
