@@ -1,7 +1,7 @@
 """DMC-100k reproduction in one command: run the suite, then compare final returns with the published numbers.
 
-    python benchmarks/repro_dmc100k.py [--proxy] [--seeds N] [--jobs N] [--agent sac] [--representation curl]
-                                       [--reference DIR] [extra key=value overrides...]
+    python benchmarks/repro_dmc100k.py [--proxy | --suite dmc500k] [--seeds N] [--jobs N] [--agent sac]
+                                       [--representation curl] [--reference DIR] [extra key=value overrides...]
 
 Runs ``ssrl train suite=dmc100k`` (``--proxy``: ``suite=dmc100k-proxy``, the CPU proxy) through multirun, so a
 rerun skips finished runs and resumes interrupted ones, then ``ssrl report`` over those runs (figures and
@@ -27,6 +27,7 @@ DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--proxy", action="store_true", help="the CPU proxy suite dmc100k-proxy (not comparable)")
+    parser.add_argument("--suite", default="dmc100k", choices=("dmc100k", "dmc500k"))
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
     parser.add_argument("--agent", default="sac")
@@ -36,7 +37,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples of the report")
     parser.add_argument("overrides", nargs="*", help="extra ssrl train key=value overrides (e.g. device=cuda)")
     ns = parser.parse_args(argv)
-    suite = "dmc100k-proxy" if ns.proxy else "dmc100k"
+    suite = "dmc100k-proxy" if ns.proxy else ns.suite
     experiment = f"{suite}-{ns.agent}-{ns.representation}"
     args = [f"suite={suite}", f"agent={ns.agent}", f"representation={ns.representation}", f"seeds={ns.seeds}",
             f"jobs={ns.jobs}", f"experiment={experiment}", *ns.overrides]

@@ -6,8 +6,10 @@ Runs are found by their ``config.yaml`` and ``eval.csv`` (any depth below the gi
 stratified-bootstrap confidence intervals, performance profiles and probability of improvement. Learning curves
 show the mean over seeds with a 95% bootstrap band; published reference curves (e.g. DrQ-v2's
 ``dmc_<domain>_<task>.csv`` files, columns ``agent, task, seed, frame, episode_reward``) are drawn beside them and
-enter the aggregates as a method of their own, read at the same frames. Writes PNG and SVG figures,
-``summary.md`` and ``summary.json``.
+enter the aggregates as a method of their own, read at the same frames. Tasks of the CURL paper's Table 1
+(:mod:`ssrl.experiments.published`) get a table of final returns beside the published numbers, headed by a
+``CPU proxy`` warning when compared below the paper's 100k frames. Writes PNG and SVG figures, ``summary.md`` and
+``summary.json``.
 """
 
 from __future__ import annotations
@@ -296,13 +298,13 @@ def plot_improvement(poi: dict[str, list[float]], out: Path) -> list[Path]:
 
 # ------------------------------------------------------------------------------------------------ published
 def proxy_label(runs: list[Curve], frames: dict[str, float]) -> str | None:
-    """``CPU proxy: ...`` when any task is compared below the published 100k frames (else ``None``)."""
+    """``CPU proxy: ...`` when any task in ``frames`` is compared below the published 100k frames (else ``None``)."""
     low = sorted({int(f) for f in frames.values() if f < min(f for _, f in published.CURL_TABLE)})
     if not low:
         return None
 
     def values(key: str) -> str:
-        return "/".join(str(v) for v in sorted({c.settings.get(key) for c in runs}, key=str))
+        return "/".join(str(v) for v in sorted({c.settings.get(key) for c in runs if c.task in frames}, key=str))
 
     span = f"{low[0]:,}" if len(low) == 1 else f"{low[0]:,}–{low[-1]:,}"
     return (f"CPU proxy: {span} frames, batch {values('batch')}, {values('size')}px — not comparable to the "
@@ -388,10 +390,11 @@ def build_report(paths: list[Path], out: Path, reference: Path | None = None, re
     summary = {"runs": len(runs), "tasks": tasks, "methods": methods, "references": ref_methods,
                "aggregate_tasks": common, "normalisation": norm, "per_task": per_task, "aggregate": stats,
                "probability_of_improvement": poi, "figures": [str(p) for p in figures],
-               "published": {"citation": published.CITATION,
-                             "proxy": proxy_label(runs, {t: r["frame"] for t, r in per_task.items()}),
+               "published": {"citation": published.CITATION, "proxy": None,
                              "rows": compare_published(per_task, methods, ref_methods)},
                "bootstrap": {"reps": reps, "seed": seed, "confidence": 0.95}}
+    compared = summary["published"]["rows"]
+    summary["published"]["proxy"] = proxy_label(runs, {t: per_task[t]["frame"] for t in compared})
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.md").write_text(markdown(summary, out))
     return summary

@@ -29,9 +29,9 @@ _HARD_TASKS = {"dmc/quadruped-walk": 3_000_000, "dmc/quadruped-run": 3_000_000, 
                "dmc/humanoid-run": 30_000_000}
 # CPU proxy of dmc100k: the same six tasks and action repeats at a budget a 2-core CPU finishes in minutes. Its
 # scores are NOT comparable with the paper's 100k (docs/repro.md); `ssrl report` says so beside every table.
-PROXY_SETTINGS: dict[str, Any] = {"frames": 3000, "seed_frames": 1000, "size": 64, "agent.batch_size": 32,
-                                  "agent.hidden_dim": 256, "replay_capacity": 10_000, "eval_every": 1500,
-                                  "eval_episodes": 2}
+PROXY_SETTINGS: dict[str, Any] = {"frames": 2000, "seed_frames": 1000, "size": 64, "agent.batch_size": 32,
+                                  "agent.hidden_dim": 256, "agent.update_every": 2, "replay_capacity": 10_000,
+                                  "eval_every": 2000, "eval_episodes": 2}
 
 
 @dataclass
