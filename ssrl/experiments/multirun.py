@@ -8,7 +8,7 @@ is one value.
 
 Multirun-only keys: ``suite=NAME`` (a benchmark from :mod:`ssrl.experiments.suites`), ``seeds=N`` (seeds
 0..N-1), ``jobs=N`` (parallel runs; default: CPU count). ``experiment=NAME`` names the group (default
-``multirun``); ``run_dir=ROOT`` replaces ``runs/<experiment>`` as the parent directory.
+``multirun``, or the suite's name with ``suite=``); ``run_dir=ROOT`` replaces ``runs/<experiment>`` as the parent directory.
 """
 
 from __future__ import annotations
@@ -96,8 +96,11 @@ def expand(args: list[str]) -> Grid:
     """Expand comma lists, ``suite=`` and ``seeds=`` into the Cartesian product of runs, in argument order."""
     axes: list[list[list[str]]] = []
     varying: set[str] = set()
-    parallel, root, experiment = os.cpu_count() or 1, "", "multirun"
     keys = [k for k, _ in _pairs(args)]
+    parallel, root, experiment = os.cpu_count() or 1, "", "multirun"
+    suite = dict(_pairs(args)).get("suite")
+    if suite and "experiment" not in keys:  # a suite's runs are grouped under its name, e.g. runs/dmc100k-proxy
+        experiment = Path(suite).stem
     if "seeds" in keys and "seed" in keys:
         raise ConfigError("give either seed=... or seeds=N, not both")
     for key, value in _pairs(args):

@@ -6,8 +6,10 @@ Runs are found by their ``config.yaml`` and ``eval.csv`` (any depth below the gi
 stratified-bootstrap confidence intervals, performance profiles and probability of improvement. Learning curves
 show the mean over seeds with a 95% bootstrap band; published reference curves (e.g. DrQ-v2's
 ``dmc_<domain>_<task>.csv`` files, columns ``agent, task, seed, frame, episode_reward``) are drawn beside them and
-enter the aggregates as a method of their own, read at the same frames. Writes PNG and SVG figures,
-``summary.md`` and ``summary.json``.
+enter the aggregates as a method of their own, read at the same frames. Tasks of the CURL paper's Table 1
+(:mod:`ssrl.experiments.published`) get a table of final returns beside the published numbers, headed by a
+``CPU proxy`` warning when compared below the paper's 100k frames. Writes PNG and SVG figures, ``summary.md`` and
+``summary.json``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import itertools
 import json
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,7 +29,7 @@ import numpy as np
 import yaml
 
 from ssrl.errors import ConfigError
-from ssrl.experiments import meta
+from ssrl.experiments import meta, published
 
 DMC_MAX_SCORE = 1000.0
 METRICS = ("IQM", "Median", "Mean", "Optimality gap")
@@ -44,6 +46,7 @@ class Curve:
     seed: int
     frames: np.ndarray
     returns: np.ndarray
+    settings: dict[str, Any] = field(default_factory=dict)  # batch size and image size (proxy label)
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -67,7 +70,8 @@ def find_runs(paths: list[Path], group_by: tuple[str, ...] = ("agent.name", "rep
         if rows:
             method = "-".join(str(_lookup(cfg, k)) for k in group_by)
             curves.append(Curve(str(cfg.get("env")), method, int(cfg.get("seed", 0)),
-                                np.array([r["frame"] for r in rows]), np.array([r["episode_reward"] for r in rows])))
+                                np.array([r["frame"] for r in rows]), np.array([r["episode_reward"] for r in rows]),
+                                {"batch": _lookup(cfg, "agent.batch_size"), "size": cfg.get("size")}))
     if not curves:
         raise FileNotFoundError(f"no runs (config.yaml + eval.csv) under {', '.join(map(str, paths))}")
     return curves
@@ -292,6 +296,50 @@ def plot_improvement(poi: dict[str, list[float]], out: Path) -> list[Path]:
     return _save(ax.get_figure(), out, "probability_of_improvement")
 
 
+# ------------------------------------------------------------------------------------------------ published
+def proxy_label(runs: list[Curve], frames: dict[str, float]) -> str | None:
+    """``CPU proxy: ...`` when any task in ``frames`` is compared below the published 100k frames (else ``None``)."""
+    low = sorted({int(f) for f in frames.values() if f < min(f for _, f in published.CURL_TABLE)})
+    if not low:
+        return None
+
+    def values(key: str) -> str:
+        return "/".join(str(v) for v in sorted({c.settings.get(key) for c in runs if c.task in frames}, key=str))
+
+    span = f"{low[0]:,}" if len(low) == 1 else f"{low[0]:,}–{low[-1]:,}"
+    return (f"CPU proxy: {span} frames, batch {values('batch')}, {values('size')}px — not comparable to the "
+            "paper's 100k")
+
+
+def compare_published(per_task: dict[str, dict[str, Any]], methods: list[str],
+                      references: list[str]) -> dict[str, dict[str, float]]:
+    """``{task: {column: return}}``: each method's mean final return and each reference curve's mean at the same
+    frame (from ``per_task``) beside the CURL paper's numbers, for the tasks that table covers."""
+    rows = {}
+    for task, row in per_task.items():
+        paper = {published.column(m, f): v[task] for (m, f), v in published.CURL_TABLE.items() if task in v}
+        if paper:
+            rows[task] = {m: row[m][0] for m in methods + references if m in row} | paper
+    return rows
+
+
+def published_markdown(p: dict[str, Any], frames: dict[str, float]) -> list[str]:
+    """The comparison with published numbers as Markdown lines."""
+    if not p["rows"]:
+        return []
+    columns = list(dict.fromkeys(k for row in p["rows"].values() for k in row))
+    lines = ["", "## Against published numbers", ""]
+    if p["proxy"]:
+        lines += [f"**{p['proxy']}.**", ""]
+    lines += [f"Mean final return of your runs (and of `--reference` curves at the same frame) beside {p['citation']}.",
+              "", "| task | frame | " + " | ".join(columns) + " |", "|---|---:|" + "---:|" * len(columns)]
+    for task, row in p["rows"].items():
+        lines.append(f"| {task} | {frames[task]:,.0f} | "
+                     + " | ".join("-" if c not in row else f"{row[c]:.1f}" if isinstance(row[c], float)
+                                  else str(row[c]) for c in columns) + " |")  # published numbers are ints
+    return lines
+
+
 # ------------------------------------------------------------------------------------------------ report
 def _ci(v: list[float]) -> str:
     return f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
@@ -342,7 +390,11 @@ def build_report(paths: list[Path], out: Path, reference: Path | None = None, re
     summary = {"runs": len(runs), "tasks": tasks, "methods": methods, "references": ref_methods,
                "aggregate_tasks": common, "normalisation": norm, "per_task": per_task, "aggregate": stats,
                "probability_of_improvement": poi, "figures": [str(p) for p in figures],
+               "published": {"citation": published.CITATION, "proxy": None,
+                             "rows": compare_published(per_task, methods, ref_methods)},
                "bootstrap": {"reps": reps, "seed": seed, "confidence": 0.95}}
+    compared = summary["published"]["rows"]
+    summary["published"]["proxy"] = proxy_label(runs, {t: per_task[t]["frame"] for t in compared})
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.md").write_text(markdown(summary, out))
     return summary
@@ -353,7 +405,8 @@ def markdown(s: dict[str, Any], out: Path) -> str:
     methods = s["methods"] + s["references"]
     n_tasks = len(s["tasks"])
     title = f"# Results: {s['runs']} runs, {n_tasks} task{'s' * (n_tasks != 1)}, methods {', '.join(s['methods'])}"
-    lines = [title, "",
+    proxy = s.get("published", {}).get("proxy")
+    lines = [title, "", *([f"**{proxy}.**", ""] if proxy else []),
              "Final evaluation return (mean over seeds [95% bootstrap CI], n seeds) at the last frame all runs "
              "of the task reached.", "",
              "| task | frame | " + " | ".join(methods) + " |", "|---|---:|" + "---:|" * len(methods)]
@@ -373,6 +426,7 @@ def markdown(s: dict[str, Any], out: Path) -> str:
         for pair, v in s["probability_of_improvement"].items():
             x, y = pair.split(",", 1)
             lines.append(f"| {x} | {y} | {_ci(v)} |")
+    lines += published_markdown(s["published"], {t: r["frame"] for t, r in s["per_task"].items()})
     lines += ["", "Figures:", ""] + [f"![{Path(p).stem}]({Path(p).relative_to(out)})" for p in s["figures"]
                                      if p.endswith(".png")]
     return "\n".join(lines) + "\n"
@@ -394,5 +448,6 @@ def main(argv: list[str]) -> int:
     except (FileNotFoundError, ConfigError) as e:
         print(f"ssrl report: error: {e}", file=sys.stderr)
         return 2
+    print("\n".join(published_markdown(s["published"], {t: r["frame"] for t, r in s["per_task"].items()})).strip())
     print(f"{s['runs']} runs, {len(s['tasks'])} tasks, methods: {', '.join(s['methods'])} -> {ns.out / 'summary.md'}")
     return 0

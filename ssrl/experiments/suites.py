@@ -27,6 +27,11 @@ _CURL_TASKS = {"dmc/finger-spin": 2, "dmc/cartpole-swingup": 8, "dmc/reacher-eas
 _HARD_TASKS = {"dmc/quadruped-walk": 3_000_000, "dmc/quadruped-run": 3_000_000, "dmc/hopper-hop": 3_000_000,
                "dmc/humanoid-stand": 30_000_000, "dmc/humanoid-walk": 30_000_000,
                "dmc/humanoid-run": 30_000_000}
+# CPU proxy of dmc100k: the same six tasks and action repeats at a budget a 2-core CPU finishes in minutes. Its
+# scores are NOT comparable with the paper's 100k (docs/repro.md); `ssrl report` says so beside every table.
+PROXY_SETTINGS: dict[str, Any] = {"frames": 2000, "seed_frames": 1000, "size": 64, "agent.batch_size": 32,
+                                  "agent.hidden_dim": 256, "agent.update_every": 2, "replay_capacity": 10_000,
+                                  "eval_every": 2000, "eval_episodes": 2}
 
 
 @dataclass
@@ -44,6 +49,8 @@ class Suite:
 SUITES: dict[str, Suite] = {
     "dmc100k": Suite("dmc100k", {env: {"action_repeat": ar, "frames": 100_000} for env, ar in _CURL_TASKS.items()}),
     "dmc500k": Suite("dmc500k", {env: {"action_repeat": ar, "frames": 500_000} for env, ar in _CURL_TASKS.items()}),
+    "dmc100k-proxy": Suite("dmc100k-proxy", {env: {"action_repeat": ar, **PROXY_SETTINGS}
+                                             for env, ar in _CURL_TASKS.items()}),
     "dmc-hard": Suite("dmc-hard", {env: {"action_repeat": 2, "frames": f} for env, f in _HARD_TASKS.items()}),
 }
 

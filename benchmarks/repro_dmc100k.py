@@ -1,0 +1,65 @@
+"""DMC-100k reproduction in one command: run the suite, then compare final returns with the published numbers.
+
+    python benchmarks/repro_dmc100k.py [--proxy | --suite dmc500k] [--seeds N] [--jobs N] [--agent sac]
+                                       [--representation curl] [--reference DIR] [extra key=value overrides...]
+
+Runs ``ssrl train suite=dmc100k`` (``--proxy``: ``suite=dmc100k-proxy``, the CPU proxy) through multirun, so a
+rerun skips finished runs and resumes interrupted ones, then ``ssrl report`` over those runs (figures and
+summary.md in ``reports/<experiment>/``). Writes the comparison with the CURL paper's Table 1 (and DrQ-v2's
+published curves at the same frame, with ``--reference``) to ``benchmarks/results/<experiment>.md`` and ``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+from ssrl.experiments import multirun, report
+
+RESULTS = Path(__file__).parent / "results"
+DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "drqv2_curves"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--proxy", action="store_true", help="the CPU proxy suite dmc100k-proxy (not comparable)")
+    parser.add_argument("--suite", default="dmc100k", choices=("dmc100k", "dmc500k"))
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    parser.add_argument("--agent", default="sac")
+    parser.add_argument("--representation", default="curl")
+    parser.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE if DEFAULT_REFERENCE.is_dir() else None,
+                        help="DrQ-v2 curves (default: ../shared/reference/drqv2_curves when present)")
+    parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples of the report")
+    parser.add_argument("overrides", nargs="*", help="extra ssrl train key=value overrides (e.g. device=cuda)")
+    ns = parser.parse_args(argv)
+    suite = "dmc100k-proxy" if ns.proxy else ns.suite
+    experiment = f"{suite}-{ns.agent}-{ns.representation}"
+    args = [f"suite={suite}", f"agent={ns.agent}", f"representation={ns.representation}", f"seeds={ns.seeds}",
+            f"jobs={ns.jobs}", f"experiment={experiment}", *ns.overrides]
+    start = time.perf_counter()
+    code = multirun.main(args)
+    wall = time.perf_counter() - start
+    root = multirun.expand(args).root
+    s = report.build_report([root], Path("reports") / experiment, ns.reference, ns.reps)
+    frames = {t: r["frame"] for t, r in s["per_task"].items()}
+    lines = [f"# {experiment}: {ns.seeds} seed(s), `{' '.join(args)}`", "",
+             f"Wall time {wall / 60:.1f} min for the suite ({ns.jobs} at a time) on {platform.node()} "
+             f"({platform.processor() or platform.machine()}); report in reports/{experiment}/."]
+    lines += report.published_markdown(s["published"], frames)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{experiment}.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{experiment}.json").write_text(json.dumps(
+        {"command": args, "wall_s": wall, "host": platform.node(), "frames": frames, "per_task": s["per_task"],
+         "published": s["published"], "aggregate": s["aggregate"]}, indent=2))
+    print("\n".join(lines))
+    print(f"-> {RESULTS / experiment}.md / .json")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
