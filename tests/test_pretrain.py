@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from ssrl.data.dataset import Dataset, collect, export_run, info
 from ssrl.envs.metaworld import INSTALL as METAWORLD_INSTALL
 from ssrl.errors import BackboneError, ConfigError, DatasetError
 from ssrl.experiments.pretrain import Pretrainer, lr_factor, parse
-from ssrl.experiments.train import CHECKPOINT, Trainer
+from ssrl.experiments.train import Trainer
 
 ENV = "dmc/cartpole-swingup"  # action repeat 8: 125 steps per episode
 SIZE = 32

@@ -20,6 +20,7 @@ from ssrl.agents.ppo import PPO, PPOConfig
 from ssrl.envs.batched import make_batched
 from ssrl.errors import ConfigError
 from ssrl.experiments.logger import CSVLog
+from ssrl.experiments.train import start_process
 
 
 @dataclasses.dataclass
@@ -56,11 +57,7 @@ def parse_ppo_overrides(args: list[str]) -> PPORunConfig:
 
 def train_ppo(cfg: PPORunConfig, verbose: bool = True) -> list[dict[str, Any]]:
     """Trains PPO for `cfg.frames` env frames; returns the logged rows."""
-    torch.manual_seed(cfg.seed)
-    if cfg.torch_threads > 0:
-        torch.set_num_threads(cfg.torch_threads)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if cfg.device == "auto" else cfg.device)  # fmt: skip
+    device = start_process(cfg.seed, max(cfg.torch_threads, 0), cfg.device)
     env = make_batched(cfg.env, cfg.num_envs, device=device, backend=cfg.backend, seed=cfg.seed,
                        action_repeat=cfg.action_repeat or None, num_threads=cfg.threads)  # fmt: skip
     frames_per_update = cfg.agent.num_steps * cfg.num_envs * env.action_repeat

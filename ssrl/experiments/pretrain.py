@@ -11,13 +11,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -29,7 +27,7 @@ from ssrl.data import to_torch
 from ssrl.data.dataset import Dataset, pixel_key, read_meta
 from ssrl.errors import CheckpointError, ConfigError
 from ssrl.experiments.logger import CSVLog
-from ssrl.experiments.train import resolve_device
+from ssrl.experiments.train import start_process
 from ssrl.nn.augment import Augment
 from ssrl.nn.encoders import PixelEncoder
 from ssrl.representations import REGISTRY
@@ -92,12 +90,7 @@ class Pretrainer:
     def __init__(self, cfg: PretrainConfig) -> None:
         self.cfg = cfg
         self.out = Path(cfg.out)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        self.device = resolve_device(cfg.device)
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed)
-        torch.manual_seed(cfg.seed)
+        self.device = start_process(cfg.seed, cfg.threads, cfg.device)
         self.data = Dataset(cfg.data, pixel_key(read_meta(cfg.data)), seed=cfg.seed)
         space = self.data.observation_space
         self.augment = Augment(cfg.augmentation, space).to(self.device)

@@ -49,6 +49,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def start_process(seed: int, threads: int, device: str) -> torch.device:
+    """Seed Python, numpy and torch, set torch's CPU threads (0 keeps its default) and resolve ``device``."""
+    if threads:
+        torch.set_num_threads(threads)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return resolve_device(device)
+
+
 def make_env(cfg: TrainConfig, render_size: int | None = None) -> gym.Env:
     """The run's environment; ``render_size`` sets the side of ``env.render()`` video frames (default: ``size``)."""
     return make(cfg.env, obs=cfg.obs, size=cfg.size, frame_stack=cfg.frame_stack,
@@ -96,12 +106,7 @@ class Trainer:
         self.run_dir = cfg.resolved_run_dir()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         stored = self._stored_state()
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        self.device = resolve_device(cfg.device)
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed)
-        torch.manual_seed(cfg.seed)
+        self.device = start_process(cfg.seed, cfg.threads, cfg.device)
         self.rng = np.random.default_rng(cfg.seed)
 
         self.env, self.eval_env = make_env(cfg), make_env(cfg)
