@@ -1,5 +1,7 @@
 """Errors that mean "the user's input is wrong"; the command line prints them without a traceback."""
 
+import importlib.util
+
 
 class ConfigError(ValueError):
     """A config key or value the user gave is wrong; the message names it."""
@@ -15,3 +17,10 @@ class DatasetError(ValueError):
 
 class BackboneError(ValueError):
     """A backbone file or card that is missing, malformed, tampered with or does not fit; the message says which."""
+
+
+def require_extra(extra: str, *modules: str) -> None:
+    """Raise ImportError naming the pip extra that installs ``modules`` when any of them is missing."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImportError(f"{', '.join(missing)} not installed; install the extra: pip install 'ssrl[{extra}]'")

@@ -47,3 +47,11 @@ def test_stored_config_with_unknown_key_is_rejected(tmp_path):
     (tmp_path / "config.yaml").write_text("env: dmc/cartpole-swingup\nagent:\n  name: sac\n  lrate: 0.1\n")
     with pytest.raises(ConfigError, match="agent.lrate"):
         config_lib.load(tmp_path / "config.yaml")
+
+
+def test_missing_extra_names_the_pip_extra():
+    from ssrl.errors import require_extra
+
+    require_extra("sweep", "yaml")  # installed: no error
+    with pytest.raises(ImportError, match=r"no_such_module_xyz not installed; .*pip install 'ssrl\[robot\]'"):
+        require_extra("robot", "yaml", "no_such_module_xyz")

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
-from ssrl.errors import ConfigError
+from ssrl.errors import ConfigError, require_extra
 from ssrl.experiments import meta, published
 
 DMC_MAX_SCORE = 1000.0
@@ -444,8 +444,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--max-score", type=float, help="normalise every task by this score (default: DMC 1000)")
     ns = parser.parse_args(argv)
     try:
+        require_extra("sweep", "matplotlib", "rliable")
         s = build_report(ns.runs, ns.out, ns.reference, ns.reps, ns.seed, tuple(ns.group_by.split(",")), ns.max_score)
-    except (FileNotFoundError, ConfigError) as e:
+    except (FileNotFoundError, ConfigError, ImportError) as e:
         print(f"ssrl report: error: {e}", file=sys.stderr)
         return 2
     print("\n".join(published_markdown(s["published"], {t: r["frame"] for t, r in s["per_task"].items()})).strip())

@@ -42,7 +42,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ssrl import config as config_lib
-from ssrl.errors import ConfigError
+from ssrl.errors import ConfigError, require_extra
 from ssrl.experiments import meta
 from ssrl.experiments.multirun import launch_train, run_name
 
@@ -451,6 +451,7 @@ def main(argv: list[str]) -> int:
                 if spec.objective == "auc" else ""
             console.print(f"wrote {out}{note}\nrun it with: wandb sweep {out} && wandb agent <sweep id>")
             return 0
+        require_extra("sweep", "optuna", *(["ray"] if ns.address else []))
         summary(spec, run_ray(spec, ns.address) if ns.address else run_local(spec))
     except (ConfigError, FileNotFoundError, ImportError) as e:
         print(f"ssrl sweep: error: {e}", file=sys.stderr)
