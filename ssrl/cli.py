@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(list_tasks()))
         else:
             return _eval(ns.overrides)
-    except (ConfigError, FileNotFoundError, CheckpointError, FloatingPointError, DatasetError, BackboneError) as e:
+    except (ConfigError, FileNotFoundError, CheckpointError, FloatingPointError, DatasetError, BackboneError,
+            ImportError) as e:  # ImportError: an optional extra is missing; the message names it
         print(f"ssrl {ns.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

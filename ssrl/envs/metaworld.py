@@ -11,6 +11,7 @@ Each reset draws the object/goal positions from the reset seed (goal-observable,
 from __future__ import annotations
 
 import functools
+import importlib.util
 import warnings
 from typing import Any
 
@@ -39,20 +40,17 @@ def _reset_mocap_welds(self: Any) -> None:
 @functools.cache
 def patch() -> Any:
     """Import metaworld with its mocap weld reset adapted to this MuJoCo; returns the module."""
-    with gl.context_errors():
-        try:
-            import metaworld
-            from metaworld import sawyer_xyz_env
-        except ImportError:
-            raise ImportError(f"MetaWorld tasks need metaworld: {INSTALL}") from None
+    if not available():
+        raise ImportError(f"MetaWorld tasks need metaworld: {INSTALL}")
+    with gl.context_errors():  # metaworld imports mujoco's renderer
+        import metaworld
+        from metaworld import sawyer_xyz_env
     sawyer_xyz_env.SawyerMocapBase.reset_mocap_welds = _reset_mocap_welds
     return metaworld
 
 
 def available() -> bool:
     """Whether metaworld can be imported (without importing it)."""
-    import importlib.util
-
     return importlib.util.find_spec("metaworld") is not None
 
 
