@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from ssrl import config as config_lib
-from ssrl.commands import COMMANDS
+from ssrl.commands import COMMANDS, options
 from ssrl.commands import USAGE as COMMANDS_USAGE
 from ssrl.errors import BackboneError, CheckpointError, ConfigError, DatasetError
 
@@ -42,12 +42,7 @@ def _eval(args: list[str]) -> int:
 
     from ssrl.experiments.train import evaluate, load_run
 
-    opts = {"run_dir": "", "episodes": "10", "video": "false", "device": "auto"}
-    for arg in args:
-        key, _, value = arg.partition("=")
-        if key not in opts or not _:
-            raise ConfigError(f"ssrl eval: unknown argument '{arg}'; expected one of {', '.join(k + '=' for k in opts)}")
-        opts[key] = value
+    opts = options("eval", args, {"run_dir": "", "episodes": "10", "video": "false", "device": "auto"})
     if not opts["run_dir"]:
         raise ConfigError("ssrl eval needs run_dir=<path of a training run>")
     run_dir = Path(opts["run_dir"])

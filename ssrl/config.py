@@ -298,18 +298,23 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"env={cfg.env!r}: expected '<suite>/<task>', e.g. dmc/cheetah-run or gym/Hopper-v5")
 
 
+def split_pairs(args: list[str]) -> list[tuple[str, str]]:
+    """``key=value`` strings as stripped ``(key, value)`` pairs; anything else is a :class:`ConfigError`."""
+    pairs = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            raise ConfigError(f"expected key=value, got '{arg}'")
+        pairs.append((key.strip(), value.strip()))
+    return pairs
+
+
 def apply_overrides(cfg: Any, args: list[str]) -> Any:
     """Apply ``key=value`` strings to any config dataclass (no validation). Group selections (``agent=drqv2``)
     apply first; ``encoder=pretrained:PATH`` is short for ``encoder.pretrained=PATH``."""
-    pairs = []
-    for arg in args:
-        if "=" not in arg:
-            raise ConfigError(f"expected key=value, got '{arg}'")
-        key, value = arg.split("=", 1)
-        key, value = key.strip(), value.strip()
-        if key == "encoder" and value.startswith("pretrained:"):
-            key, value = "encoder.pretrained", value.split(":", 1)[1]
-        pairs.append((key, value))
+    pairs = [("encoder.pretrained", value.split(":", 1)[1])
+             if key == "encoder" and value.startswith("pretrained:") else (key, value)
+             for key, value in split_pairs(args)]
     for key, value in pairs:
         if key in GROUPS and hasattr(cfg, key):
             _select_group(cfg, key, value)

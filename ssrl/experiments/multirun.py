@@ -66,19 +66,10 @@ def split_values(value: str) -> list[str]:
     return [p.strip() for p in parts]
 
 
-def _pairs(args: list[str]) -> list[tuple[str, str]]:
-    out = []
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            raise ConfigError(f"expected key=value, got '{arg}'")
-        out.append((key.strip(), value.strip()))
-    return out
-
-
 def is_multirun(args: list[str]) -> bool:
     """Whether these ``ssrl train`` arguments ask for more than one run (or a multirun-only key)."""
-    return any(k in MULTIRUN_KEYS or (k not in SINGLE_VALUED and len(split_values(v)) > 1) for k, v in _pairs(args))
+    return any(k in MULTIRUN_KEYS or (k not in SINGLE_VALUED and len(split_values(v)) > 1)
+               for k, v in config_lib.split_pairs(args))
 
 
 @dataclass
@@ -96,14 +87,14 @@ def expand(args: list[str]) -> Grid:
     """Expand comma lists, ``suite=`` and ``seeds=`` into the Cartesian product of runs, in argument order."""
     axes: list[list[list[str]]] = []
     varying: set[str] = set()
-    keys = [k for k, _ in _pairs(args)]
+    keys = [k for k, _ in config_lib.split_pairs(args)]
     parallel, root, experiment = os.cpu_count() or 1, "", "multirun"
-    suite = dict(_pairs(args)).get("suite")
+    suite = dict(config_lib.split_pairs(args)).get("suite")
     if suite and "experiment" not in keys:  # a suite's runs are grouped under its name, e.g. runs/dmc100k-proxy
         experiment = Path(suite).stem
     if "seeds" in keys and "seed" in keys:
         raise ConfigError("give either seed=... or seeds=N, not both")
-    for key, value in _pairs(args):
+    for key, value in config_lib.split_pairs(args):
         values = [value] if key in SINGLE_VALUED else split_values(value)
         if key == "jobs":
             parallel = _positive(key, value)
@@ -115,7 +106,7 @@ def expand(args: list[str]) -> Grid:
                 raise ConfigError("suite= takes one suite name")
             tasks = load_suite(value).overrides()
             axes.append(tasks)
-            varying |= {k for task in tasks for k, _ in _pairs(task)}
+            varying |= {k for task in tasks for k, _ in config_lib.split_pairs(task)}
         elif key == "run_dir":
             root = value
         elif key == "experiment":  # given to every run by run_grid
@@ -138,7 +129,7 @@ def run_name(overrides: list[str], varying: set[str] = frozenset()) -> str:
     """A directory name from a run's overrides, e.g. ``seed=0,env=dmc-cheetah-run``: the ``varying`` keys
     first, then the others except those that do not change the result (``frames``, ``device``, ...: the keys a
     resumed run may change). Long names are cut and end in a hash of the whole."""
-    pairs = _pairs(overrides)
+    pairs = config_lib.split_pairs(overrides)
     parts = [f"{k}={v}" for k, v in pairs if k in varying]
     parts += [f"{k}={v}" for k, v in pairs if k not in varying and k not in RESUMABLE_KEYS]
     name = re.sub(r"[^A-Za-z0-9._=,+()-]", "_", ",".join(parts).replace("/", "-")) or "default"

@@ -42,12 +42,7 @@ class PPORunConfig:
 
 def parse_ppo_overrides(args: list[str]) -> PPORunConfig:
     """A PPORunConfig from `key=value` strings; unknown keys raise ConfigError naming them."""
-    cfg = PPORunConfig()
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            raise ConfigError(f"expected key=value, got '{arg}'")
-        config_lib._set(cfg, key.strip(), value.strip())  # type: ignore[arg-type]  # same rules as `ssrl train`
+    cfg = config_lib.apply_overrides(PPORunConfig(), args)  # same rules as `ssrl train`
     if cfg.num_envs <= 0 or cfg.frames <= 0 or cfg.agent.num_steps <= 0 or cfg.agent.minibatches <= 0:
         raise ConfigError("num_envs, frames, agent.num_steps and agent.minibatches must be positive")
     if cfg.num_envs * cfg.agent.num_steps < cfg.agent.minibatches:
