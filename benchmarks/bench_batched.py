@@ -30,7 +30,8 @@ from rich.table import Table
 
 import ssrl.envs
 from ssrl.envs.batched import load_model, make_batched
-from ssrl.experiments.ppo import parse_ppo_overrides, train_ppo
+from ssrl.config import parse_overrides
+from ssrl.experiments.ppo import train_ppo
 
 RESULTS = Path(__file__).parent / "results" / "batched.json"
 
@@ -75,7 +76,7 @@ def mj_step_loop(task: str, envs: int, seconds: float) -> float:
 
 
 def ppo_frames_per_second(task: str, envs: int, frames: int) -> float:
-    cfg = parse_ppo_overrides([f"env={task}", f"num_envs={envs}", f"frames={frames}", "device=cpu",
+    cfg = parse_overrides(["agent=ppo", "obs=state", f"env={task}", f"num_envs={envs}", f"frames={frames}", "device=cpu",
                                "run_dir=/tmp/ssrl_bench_ppo"])  # fmt: skip
     return float(train_ppo(cfg, verbose=False)[-1]["fps"])
 

@@ -19,7 +19,8 @@ USAGE = """ssrl <command> [key=value ...]
 commands:
   train   train an agent:   ssrl train env=dmc/cheetah-run agent=sac representation=none frames=100000 seed=0
   eval    evaluate a run:   ssrl eval run_dir=runs/x episodes=10 video=true
-  ppo     PPO on batched envs: ssrl ppo env=dmc/cartpole-balance num_envs=64 frames=200000 device=cpu
+  train agent=ppo obs=state: PPO on batched envs (num_envs=4096 device=cuda on a GPU, num_envs=32 device=cpu)
+  ppo     short for `ssrl train agent=ppo obs=state ...`
   config  print the resolved config for the given overrides (all keys, defaults included)
   tasks   list environment ids
   sweep   hyperparameter sweep:  ssrl sweep SPEC.yaml [--address RAY_ADDRESS] [--export wandb]
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["train", "eval", "ppo", "config", "tasks", *COMMANDS])
     parser.add_argument("overrides", nargs="*")
     ns = parser.parse_args(argv)
+    if ns.command == "ppo":
+        ns.command, ns.overrides = "train", ["agent=ppo", "obs=state", *ns.overrides]
     try:
         if ns.command == "train":
             from ssrl.experiments import multirun
@@ -77,13 +80,14 @@ def main(argv: list[str] | None = None) -> int:
             cfg = config_lib.parse_overrides(ns.overrides)
             if cfg.experiment and not cfg.run_dir:  # runs/<experiment>/<overrides>, as multirun names them
                 cfg.run_dir = str(Path("runs") / cfg.experiment / multirun.run_name(ns.overrides))
-            from ssrl.experiments.train import Trainer
+            if cfg.agent.name == "ppo":
+                from ssrl.experiments.ppo import train_ppo
 
-            Trainer(cfg).train()
-        elif ns.command == "ppo":
-            from ssrl.experiments.ppo import parse_ppo_overrides, train_ppo
+                train_ppo(cfg)
+            else:
+                from ssrl.experiments.train import Trainer
 
-            train_ppo(parse_ppo_overrides(ns.overrides))
+                Trainer(cfg).train()
         elif ns.command == "config":
             print(yaml.safe_dump(config_lib.to_dict(config_lib.parse_overrides(ns.overrides)), sort_keys=False))
         elif ns.command in COMMANDS:

@@ -60,6 +60,29 @@ class DrQV2Config:
 
 
 @dataclass
+class PPOConfig:
+    """PPO for batched envs (defaults: Brax/Playground-like for DMC state tasks; docs/batched.md)."""
+
+    name: str = "ppo"
+    num_steps: int = 32  # agent steps per env per rollout
+    epochs: int = 4
+    minibatches: int = 8
+    lr: float = 1e-3
+    anneal_lr: bool = True
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip: float = 0.2
+    clip_value: float = 0.0  # 0: unclipped value loss
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    hidden_dim: int = 256
+    init_log_std: float = -0.5
+    norm_obs: bool = True
+    norm_reward: bool = True
+
+
+@dataclass
 class EncoderConfig:
     """Observation encoder: SAC-AE/CURL conv stack for pixels, MLP for state vectors."""
 
@@ -151,7 +174,7 @@ class SpeedConfig:
     prefetch: bool = False  # sample the next batch in a background thread while this update computes
 
 
-AGENTS: dict[str, type] = {"sac": SACConfig, "drqv2": DrQV2Config}
+AGENTS: dict[str, type] = {"sac": SACConfig, "drqv2": DrQV2Config, "ppo": PPOConfig}
 REPRESENTATIONS: dict[str, type] = {"none": RepresentationConfig, "curl": CURLConfig, "spr": SPRConfig,
                                     "masked": MaskedConfig, "world_model": WorldModelConfig}
 GROUPS: dict[str, dict[str, type]] = {"agent": AGENTS, "representation": REPRESENTATIONS}
@@ -165,6 +188,9 @@ class TrainConfig:
 
     env: str = "dmc/cartpole-swingup"
     obs: str = "pixels"
+    num_envs: int = 0  # parallel envs; 0: the agent's default (1 for sac/drqv2, 64 for ppo); ppo runs batched envs
+    backend: str = "auto"  # batched-env physics: auto | cpu | warp (ssrl.envs.make_batched)
+    env_threads: int = 0  # CPU threads of the batched physics; 0: all cores
     size: int = 84
     frame_stack: int = 3
     action_repeat: int = 0  # 0: the task's default (PlaNet/CURL protocol)
@@ -202,6 +228,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "wandb_mode": ("online", "offline", "disabled"),
     "agent.augmentation": ("none", "shift", "crop"),
     "speed.amp": ("none", "bf16"),
+    "backend": ("auto", "cpu", "warp"),
 }
 POSITIVE = {"size", "frame_stack", "frames", "eval_episodes", "replay_capacity", "eval_every", "checkpoint_every"}
 
@@ -287,15 +314,40 @@ def validate(cfg: TrainConfig) -> None:
     for key in POSITIVE:
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"{key}={getattr(cfg, key)}: must be positive")
-    for key in ("seed_frames", "action_repeat", "threads"):
+    for key in ("seed_frames", "action_repeat", "threads", "num_envs", "env_threads"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key}={getattr(cfg, key)}: must be >= 0")
-    if cfg.agent.batch_size <= 0 or cfg.agent.n_step <= 0:
-        raise ConfigError("agent.batch_size and agent.n_step must be positive")
+    if isinstance(cfg.agent, PPOConfig):
+        _validate_ppo(cfg)
+    else:
+        if cfg.agent.batch_size <= 0 or cfg.agent.n_step <= 0:
+            raise ConfigError("agent.batch_size and agent.n_step must be positive")
+        if cfg.num_envs > 1:
+            raise ConfigError(f"num_envs={cfg.num_envs}: agent={cfg.agent.name} runs one env (num_envs=1); "
+                              "batched envs are for agent=ppo")
     if cfg.encoder.freeze and not cfg.encoder.pretrained:
         raise ConfigError("encoder.freeze=true needs a pretrained backbone: encoder=pretrained:PATH")
     if "/" not in cfg.env:
         raise ConfigError(f"env={cfg.env!r}: expected '<suite>/<task>', e.g. dmc/cheetah-run or gym/Hopper-v5")
+
+
+def num_envs(cfg: TrainConfig) -> int:
+    """The run's number of parallel envs (``num_envs``, or the agent's default when it is 0)."""
+    return cfg.num_envs or (64 if isinstance(cfg.agent, PPOConfig) else 1)
+
+
+def _validate_ppo(cfg: TrainConfig) -> None:
+    ppo = cfg.agent
+    for key in ("num_steps", "epochs", "minibatches"):
+        if getattr(ppo, key) <= 0:
+            raise ConfigError(f"agent.{key}={getattr(ppo, key)}: must be positive")
+    if num_envs(cfg) * ppo.num_steps < ppo.minibatches:
+        raise ConfigError(f"agent.minibatches={ppo.minibatches} exceeds the {num_envs(cfg) * ppo.num_steps} "
+                          "transitions of a rollout (num_envs * agent.num_steps)")
+    if cfg.obs != "state":
+        raise ConfigError(f"obs={cfg.obs}: agent=ppo runs batched envs with state observations; set obs=state")
+    if cfg.representation.name != "none":
+        raise ConfigError(f"representation={cfg.representation.name}: agent=ppo takes representation=none")
 
 
 def split_pairs(args: list[str]) -> list[tuple[str, str]]:

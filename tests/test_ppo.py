@@ -9,14 +9,16 @@ import torch
 
 from ssrl.agents.ppo import PPO, PPOConfig, RunningMeanStd
 from ssrl.cli import main
+from ssrl.config import parse_overrides
 from ssrl.envs.batched import make_batched
-from ssrl.experiments.ppo import parse_ppo_overrides, train_ppo
+from ssrl.errors import ConfigError
+from ssrl.experiments.ppo import train_ppo
 
 
 def test_ppo_improves_return_on_cartpole_balance(tmp_path: Path) -> None:
     torch.set_num_threads(1)
-    cfg = parse_ppo_overrides(
-        f"env=dmc/cartpole-balance num_envs=32 frames=100000 device=cpu threads=1 run_dir={tmp_path} "
+    cfg = parse_overrides(
+        f"agent=ppo obs=state env=dmc/cartpole-balance num_envs=32 frames=100000 device=cpu env_threads=1 run_dir={tmp_path} "
         "agent.num_steps=16 agent.minibatches=4 agent.epochs=8 agent.lr=2e-3 agent.hidden_dim=64".split()
     )
     returns = [row["episode_return"] for row in train_ppo(cfg, verbose=False) if "episode_return" in row]
@@ -62,7 +64,7 @@ def test_running_mean_std_matches_the_whole_batch() -> None:
 
 
 def test_cli_ppo_short_run_writes_logs_and_checkpoint(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    args = ["ppo", "env=dmc/reacher-easy", "num_envs=4", "frames=2048", "device=cpu", "threads=1",
+    args = ["train", "agent=ppo", "obs=state", "env=dmc/reacher-easy", "num_envs=4", "frames=2048", "device=cpu", "env_threads=1",
             f"run_dir={tmp_path}", "agent.num_steps=16", "agent.minibatches=2"]  # fmt: skip
     assert main(args) == 0
     with (tmp_path / "train.csv").open() as f:
@@ -70,13 +72,34 @@ def test_cli_ppo_short_run_writes_logs_and_checkpoint(tmp_path: Path, capsys) ->
     assert rows and int(rows[-1]["frame"]) >= 2048 and "policy_loss" in rows[-1]
     checkpoint = torch.load(tmp_path / "ppo.pt", weights_only=False)
     assert checkpoint["config"]["env"] == "dmc/reacher-easy" and "model" in checkpoint
-    assert main(["ppo", "num_env=4"]) == 2
+    assert main(["ppo", "num_env=4"]) == 2  # `ssrl ppo` is short for `ssrl train agent=ppo obs=state`
     assert "unknown key 'num_env'" in capsys.readouterr().err
+
+
+def test_ppo_config_errors_name_the_problem(tmp_path: Path) -> None:
+    cases = {"obs=pixels": "obs=pixels", "representation=curl": "representation=curl",
+             "num_envs=2 agent.num_steps=2 agent.minibatches=8": "agent.minibatches=8",
+             "agent.epochs=0": "agent.epochs=0", "backend=jax": "backend='jax'"}  # fmt: skip
+    for overrides, message in cases.items():
+        try:
+            parse_overrides(f"agent=ppo obs=state {overrides}".split())
+        except ConfigError as e:
+            assert message in str(e), (overrides, e)
+        else:
+            raise AssertionError(f"{overrides} was accepted")
+    cfg = parse_overrides(f"agent=ppo obs=state env=dmc/acrobot-swingup run_dir={tmp_path / 'run'}".split())
+    try:
+        train_ppo(cfg, verbose=False)
+    except ConfigError as e:
+        assert "dmc/acrobot-swingup" in str(e) and "dmc/cheetah-run" in str(e)  # names the batched tasks
+    else:
+        raise AssertionError("an env without a batched version was accepted")
+    assert not (tmp_path / "run").exists()
 
 
 def test_ppo_runs_are_reproducible_with_a_seed(tmp_path: Path) -> None:
     def run(seed: int) -> list[float]:
-        cfg = parse_ppo_overrides(f"env=dmc/walker-walk num_envs=4 frames=1024 device=cpu threads=1 seed={seed} "
+        cfg = parse_overrides(f"agent=ppo obs=state env=dmc/walker-walk num_envs=4 frames=1024 device=cpu env_threads=1 seed={seed} "
                                   f"run_dir={tmp_path / str(seed)} agent.num_steps=16 agent.minibatches=2".split())  # fmt: skip
         return [row["policy_loss"] for row in train_ppo(cfg, verbose=False)]
 

@@ -6,44 +6,20 @@ with truncation bootstrapping (same-step autoreset: a truncated episode's last o
 `minibatches` shuffled minibatches over envs x time with the clipped surrogate, (optionally clipped)
 value loss and entropy bonus. Observations are normalised by running statistics and rewards scaled by
 the running std of the discounted return. Actor and critic each own an encoder from
-`ssrl.nn.encoders.make_encoder` (the representation seam) followed by an MLP head.
+`ssrl.nn.encoders.make_encoder` (the run's `encoder.*` keys) followed by an MLP head.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import gymnasium as gym
 import torch
 from torch import nn
 
-from ssrl.config import EncoderConfig
+from ssrl.config import EncoderConfig, PPOConfig
 from ssrl.nn.encoders import make_encoder
 from ssrl.nn.utils import mlp
-
-
-@dataclasses.dataclass
-class PPOConfig:
-    """PPO hyperparameters (defaults: Brax/Playground-like for DMC state tasks)."""
-
-    num_steps: int = 32  # agent steps per env per rollout
-    epochs: int = 4
-    minibatches: int = 8
-    lr: float = 1e-3
-    anneal_lr: bool = True
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip: float = 0.2
-    clip_value: float = 0.0  # 0: unclipped value loss
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    hidden_dim: int = 256
-    init_log_std: float = -0.5
-    norm_obs: bool = True
-    norm_reward: bool = True
-    encoder: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)
 
 
 class RunningMeanStd(nn.Module):
@@ -71,11 +47,12 @@ class RunningMeanStd(nn.Module):
 class ActorCritic(nn.Module):
     """Gaussian policy (state-independent log std) and value function, each encoder -> MLP."""
 
-    def __init__(self, observation_space: gym.spaces.Box, action_dim: int, cfg: PPOConfig) -> None:
+    def __init__(self, observation_space: gym.spaces.Box, action_dim: int, cfg: PPOConfig,
+                 encoder_cfg: EncoderConfig) -> None:
         super().__init__()
         self.obs_rms = RunningMeanStd(observation_space.shape)
-        self.actor_encoder = make_encoder(observation_space, cfg.encoder)
-        self.critic_encoder = make_encoder(observation_space, cfg.encoder)
+        self.actor_encoder = make_encoder(observation_space, encoder_cfg)
+        self.critic_encoder = make_encoder(observation_space, encoder_cfg)
         self.actor = mlp(self.actor_encoder.features_dim, cfg.hidden_dim, action_dim)
         self.critic = mlp(self.critic_encoder.features_dim, cfg.hidden_dim, 1)
         self.log_std = nn.Parameter(torch.full((action_dim,), cfg.init_log_std))
@@ -103,10 +80,12 @@ class ActorCritic(nn.Module):
 class PPO:
     """The PPO learner: `collect()` fills a rollout from a batched env, `update()` trains on it."""
 
-    def __init__(self, env: gym.vector.VectorEnv, cfg: PPOConfig, device: torch.device, total_updates: int) -> None:
+    def __init__(self, env: gym.vector.VectorEnv, cfg: PPOConfig, device: torch.device, total_updates: int,
+                 encoder_cfg: EncoderConfig | None = None) -> None:
         self.cfg, self.env, self.device = cfg, env, device
         self.num_envs = env.num_envs
-        self.model = ActorCritic(env.single_observation_space, env.single_action_space.shape[0], cfg).to(device)
+        self.model = ActorCritic(env.single_observation_space, env.single_action_space.shape[0], cfg,
+                                 encoder_cfg or EncoderConfig()).to(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, eps=1e-5)
         self.return_rms = RunningMeanStd().to(device)
         self._discounted = torch.zeros(self.num_envs, device=device)

@@ -1,64 +1,40 @@
-"""PPO run loop on batched envs: `ssrl ppo env=dmc/cartpole-balance num_envs=64 frames=200000`.
+"""PPO run loop on batched envs: `ssrl train agent=ppo obs=state env=dmc/cartpole-balance num_envs=64`.
 
 The same command runs thousands of envs on a GPU (`device=cuda num_envs=4096`). Logs `train.csv`
 (frame, episode return/length of episodes finished in the rollout, env frames/s, losses) in `run_dir`
-and saves `ppo.pt` at the end. Frames count environment (control) steps: agent steps x action repeat.
+and saves `ppo.pt` at the end. Frames count environment (control) steps: agent steps x action repeat x envs.
+On CPU, `threads=0` gives torch one thread: the physics thread pool (`env_threads`) owns the cores.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from ssrl import config as config_lib
-from ssrl.agents.ppo import PPO, PPOConfig
+from ssrl.agents.ppo import PPO
+from ssrl.config import TrainConfig
 from ssrl.envs.batched import make_batched
 from ssrl.errors import ConfigError
 from ssrl.experiments.logger import CSVLog
 from ssrl.experiments.train import start_process
 
 
-@dataclasses.dataclass
-class PPORunConfig:
-    """A PPO run; `agent.*` keys set PPO hyperparameters (e.g. agent.num_steps=64)."""
-
-    env: str = "dmc/cartpole-balance"
-    num_envs: int = 64
-    frames: int = 1_000_000
-    seed: int = 0
-    device: str = "auto"  # auto: cuda when available
-    backend: str = "auto"  # cpu | warp | auto (see ssrl.envs.batched.make_batched)
-    action_repeat: int = 0  # 0: the task's default
-    threads: int = 0  # CPU threads for physics (0: all)
-    torch_threads: int = 1  # torch intra-op threads on CPU (0: torch's default); more oversubscribe the physics pool
-    run_dir: str = ""  # default runs/ppo/<env>/<seed>
-    agent: PPOConfig = dataclasses.field(default_factory=PPOConfig)
-
-
-def parse_ppo_overrides(args: list[str]) -> PPORunConfig:
-    """A PPORunConfig from `key=value` strings; unknown keys raise ConfigError naming them."""
-    cfg = config_lib.apply_overrides(PPORunConfig(), args)  # same rules as `ssrl train`
-    if cfg.num_envs <= 0 or cfg.frames <= 0 or cfg.agent.num_steps <= 0 or cfg.agent.minibatches <= 0:
-        raise ConfigError("num_envs, frames, agent.num_steps and agent.minibatches must be positive")
-    if cfg.num_envs * cfg.agent.num_steps < cfg.agent.minibatches:
-        raise ConfigError("agent.minibatches exceeds num_envs * agent.num_steps transitions per rollout")
-    return cfg
-
-
-def train_ppo(cfg: PPORunConfig, verbose: bool = True) -> list[dict[str, Any]]:
-    """Trains PPO for `cfg.frames` env frames; returns the logged rows."""
-    device = start_process(cfg.seed, max(cfg.torch_threads, 0), cfg.device)
-    env = make_batched(cfg.env, cfg.num_envs, device=device, backend=cfg.backend, seed=cfg.seed,
-                       action_repeat=cfg.action_repeat or None, num_threads=cfg.threads)  # fmt: skip
-    frames_per_update = cfg.agent.num_steps * cfg.num_envs * env.action_repeat
+def train_ppo(cfg: TrainConfig, verbose: bool = True) -> list[dict[str, Any]]:
+    """Trains PPO (`agent=ppo`) for `cfg.frames` env frames; returns the logged rows."""
+    device = start_process(cfg.seed, cfg.threads or 1, cfg.device)
+    try:
+        env = make_batched(cfg.env, config_lib.num_envs(cfg), device=device, backend=cfg.backend, seed=cfg.seed,
+                           action_repeat=cfg.action_repeat or None, num_threads=cfg.env_threads)
+    except ValueError as e:  # an env without a batched version, a bad backend
+        raise ConfigError(f"env={cfg.env}: {e}") from None
+    frames_per_update = cfg.agent.num_steps * env.num_envs * env.action_repeat
     total_updates = max(1, math.ceil(cfg.frames / frames_per_update))
-    agent = PPO(env, cfg.agent, device, total_updates)
-    run_dir = Path(cfg.run_dir or f"runs/ppo/{cfg.env.replace('/', '-')}/{cfg.seed}")
+    agent = PPO(env, cfg.agent, device, total_updates, cfg.encoder)
+    run_dir = cfg.resolved_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     log = CSVLog(run_dir / "train.csv")
     obs, _ = env.reset(seed=cfg.seed)
@@ -78,7 +54,7 @@ def train_ppo(cfg: PPORunConfig, verbose: bool = True) -> list[dict[str, Any]]:
         rows.append(row)
         if verbose and "episode_return" in row:
             print(f"frame {frame:>9}  return {row['episode_return']:8.1f}  fps {row['fps']:>7}")
-    torch.save({"config": dataclasses.asdict(cfg), **agent.state_dict()}, run_dir / "ppo.pt")
+    torch.save({"config": config_lib.to_dict(cfg), **agent.state_dict()}, run_dir / "ppo.pt")
     env.close()
     return rows
 
