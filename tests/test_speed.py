@@ -264,3 +264,21 @@ def test_fused_adam_takes_the_default_adam_steps():
         default.step()
     for p, q in zip(params, twins):
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+
+
+def test_folded_normalisation_matches_normalising_the_pixels():
+    """The encoder folds ``obs / 255 - 0.5`` into its first conv; features and gradients are unchanged."""
+    from ssrl.config import EncoderConfig
+    from ssrl.nn.encoders import PixelEncoder
+
+    torch.manual_seed(0)
+    encoder = PixelEncoder(PIXELS, EncoderConfig(num_filters=8, num_layers=2))
+    obs = torch.randint(0, 256, (B, *PIXELS.shape), dtype=torch.uint8)
+    encoder(obs).square().sum().backward()
+    folded = {n: p.grad.clone() for n, p in encoder.named_parameters()}
+    encoder.zero_grad()
+    reference = encoder.head(encoder.convs(obs.float() / 255 - 0.5))
+    reference.square().sum().backward()
+    torch.testing.assert_close(encoder(obs), reference, rtol=1e-5, atol=1e-5)
+    for name, p in encoder.named_parameters():
+        torch.testing.assert_close(folded[name], p.grad, rtol=1e-4, atol=1e-4, msg=name)

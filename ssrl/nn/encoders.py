@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ssrl.config import EncoderConfig
@@ -43,9 +44,15 @@ class PixelEncoder(nn.Module):
         self.apply(orthogonal_init)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = obs.to(torch.float32, memory_format=self.memory_format).div(255.0).sub_(0.5)
+        """Features of uint8 images. The first conv sees ``obs / 255 - 0.5`` through folded weights
+        (``W / 255``, ``b - 0.5 * sum W``; the conv is unpadded, so this is exact up to rounding), which
+        spares two elementwise passes over the largest tensor of the update."""
+        x = obs.to(torch.float32, memory_format=self.memory_format)
+        first = self.convs[0]
+        weight = first.weight / 255.0
+        bias = first.bias - 0.5 * first.weight.sum((1, 2, 3))
         with torch.autocast(x.device.type, self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
-            h = self.convs(x)
+            h = self.convs[1:](F.conv2d(x, weight, bias, first.stride))
         return self.head(h.float())
 
 
