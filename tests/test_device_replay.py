@@ -45,8 +45,8 @@ def rollout(ends: list[dict[int, bool]], steps: int, k: int = 1, image: bool = F
         term = np.array([ends[n].get(t, False) for n in range(num_envs)])
         final = [observe(n, False) if done[n] else np.zeros_like(obs[0]) for n in range(num_envs)]
         nxt = [observe(n, done[n]) if done[n] else observe(n, False) for n in range(num_envs)]
-        records.append(dict(obs=np.stack(obs), action=action, reward=reward, term=term, trunc=done & ~term,
-                            final=np.stack(final), done=done, next=np.stack(nxt)))
+        records.append({"obs": np.stack(obs), "action": action, "reward": reward, "term": term,
+                        "trunc": done & ~term, "final": np.stack(final), "done": done, "next": np.stack(nxt)})
         obs = nxt
     return records, truth
 
@@ -87,7 +87,7 @@ ENDS = [{2: False, 6: True, 7: False}, {4: True, 10: False}, {}]
 
 @pytest.mark.parametrize("n_step", [1, 3])
 def test_n_step_transitions_match_reference_across_autoresets(n_step: int) -> None:
-    records, truth = rollout(ENDS, 12)
+    records, _ = rollout(ENDS, 12)
     space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
     replay = DeviceReplay(space, gym.spaces.Box(-1, 1, (2,)), 3, 3 * 20, n_step=n_step, gamma=GAMMA, seed=0)
     feed(replay, records)
@@ -166,13 +166,32 @@ def test_final_observation_buffer_grows_when_episodes_are_short() -> None:
         assert int(batch["next_obs"][i, 0]) == expected(records, t, n, 1)[2]
 
 
+def test_end_episodes_truncates_open_episodes_at_the_last_step() -> None:
+    """What a resumed run does before restarting its envs: step 11's next obs becomes a (truncation) final obs."""
+    records, _ = rollout(ENDS, 13)
+    replay = DeviceReplay(gym.spaces.Box(-np.inf, np.inf, (1,), np.float32), gym.spaces.Box(-1, 1, (2,)), 3, 60,
+                          gamma=GAMMA, seed=4)
+    feed(replay, records[:12])
+    replay.end_episodes(torch.as_tensor(records[11]["next"]))
+    feed(replay, records[12:])  # new episodes start at step 12 (the trainer resets its envs)
+    batch = replay.sample(2000)
+    where = index(records, False)
+    steps = [where[int(x)] for x in batch["obs"][:, 0]]
+    last = [i for i, (t, _) in enumerate(steps) if t == 11]
+    assert len(last) > 100
+    for i in last:
+        assert int(batch["next_obs"][i, 0]) == int(records[11]["next"][steps[i][1], 0])
+        assert float(batch["discount"][i]) == pytest.approx(GAMMA)
+    seq = replay.sample_sequences(300, 2)
+    assert not any(where[int(x)][0] == 11 for x in seq["obs"][:, 0, 0])  # no window crosses the cut
+
+
 def test_state_dict_round_trip_and_same_batches() -> None:
     records, _ = rollout(ENDS, 12)
     space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
-    make = lambda: DeviceReplay(space, gym.spaces.Box(-1, 1, (2,)), 3, 60, n_step=2, seed=5)  # noqa: E731
-    a = make()
+    a = DeviceReplay(space, gym.spaces.Box(-1, 1, (2,)), 3, 60, n_step=2, seed=5)
     feed(a, records)
-    b = make()
+    b = DeviceReplay(space, gym.spaces.Box(-1, 1, (2,)), 3, 60, n_step=2, seed=5)
     b.load_state_dict(a.state_dict())
     for x, y in zip(a.sample(64).values(), b.sample(64).values()):
         assert torch.equal(x, y)
