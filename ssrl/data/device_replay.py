@@ -184,38 +184,52 @@ class DeviceReplay:
         env = torch.randint(0, self.num_envs, shape, generator=self._gen, device=self.device)
         return t, env
 
+    def _rows(self, steps: torch.Tensor, env: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        steps, env = torch.broadcast_tensors(steps, env)
+        return ((steps % self.capacity_steps) * self.num_envs + env).reshape(-1), steps.shape
+
+    def _take(self, store: torch.Tensor, steps: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
+        """``store[steps % T, env]`` (indices broadcast) as one ``index_select`` of rows of the flat buffer
+        (6x faster on CPU than indexing the (T, N, C, H, W) tensor)."""
+        rows, shape = self._rows(steps, env)
+        rest = store.shape[2:]
+        return store.view(len(store) * self.num_envs, -1).index_select(0, rows).view(*shape, *rest)
+
     def _frames(self, key: str, steps: torch.Tensor, env: torch.Tensor, ep_step: torch.Tensor,
-                newest: torch.Tensor | None = None) -> torch.Tensor:
-        """Stacks at absolute ``steps`` (any shape; ``env``/``ep_step`` broadcast) from frames of steps
-        ``steps - min(j, ep_step)``; ``newest`` replaces the frame of ``steps`` itself when given."""
+                final: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Stacks at absolute ``steps`` (any shape; ``env``/``ep_step`` broadcast) from the frames of steps
+        ``steps - min(j, ep_step)``, j = k-1..0, gathered by one ``index_select`` straight into the stacked
+        layout. ``final = (mask, slot)``: where ``mask``, the newest frame is the side buffer's ``slot`` instead
+        (copied over it; no ``torch.where`` over images, which is 5x slower on CPU)."""
         store, k = self._obs[key], self._stack[key]
-        T = self.capacity_steps
-        if k == 1 and newest is not None:
-            return newest
+        frame_shape = store.shape[2:]
+        size = math.prod(frame_shape)
         back = torch.minimum(torch.arange(k - 1, -1, -1, device=self.device), ep_step[..., None])
-        frames = store[(steps[..., None] - back) % T, env[..., None]]  # (*shape, k, C, ...)
-        if newest is not None:
-            frames[..., -1, :, :, :] = newest
-        return frames.flatten(len(steps.shape), len(steps.shape) + 1)
+        rows, shape = self._rows(steps[..., None] - back, env[..., None])
+        out = store.new_empty((len(rows) + 1, size))
+        torch.index_select(store.view(-1, size), 0, rows, out=out[:-1])
+        if final is not None:
+            mask, slot = final[0].reshape(-1), final[1].reshape(-1)
+            newest = torch.arange(len(mask), device=self.device) * k + (k - 1)
+            finals = self._final[key].view(-1, size)
+            if out.is_cuda:  # sync-free: every row copies its final, those not ended into the spare row
+                out.index_copy_(0, torch.where(mask, newest, len(rows)), finals.index_select(0, slot))
+            else:  # on CPU a sync is free and index_copy_ of every row costs as much as the whole gather
+                ended = mask.nonzero().flatten()
+                out[newest[ended]] = finals.index_select(0, slot[ended])
+        return out[:-1].view(*shape[:-1], k * frame_shape[0], *frame_shape[1:])
 
     def _obs_at(self, steps: torch.Tensor, env: torch.Tensor) -> Obs:
-        ep = self._ep_step[steps % self.capacity_steps, env]
+        ep = self._take(self._ep_step, steps, env)
         out = {key: self._frames(key, steps, env, ep) for key in self._obs}
         return out if self._dict_obs else out["obs"]
 
     def _obs_after(self, step: torch.Tensor, env: torch.Tensor) -> Obs:
         """The observation that followed ``step``: step+1's, or the episode's final one where ``step`` ended it."""
-        T = self.capacity_steps
-        i = step % T
-        done = self._done[i, env]
-        ep = self._ep_step[i, env] + 1  # the next step's index within the episode (same episode or final)
-        nxt = step + 1
-        slot = torch.where(done, self._final_id[i, env], 0) % self._final_capacity
-        out = {}
-        for key in self._obs:
-            mask = done.view(*done.shape, *[1] * len(self._frame_shape[key][0]))
-            newest = torch.where(mask, self._final[key][slot], self._obs[key][nxt % T, env])
-            out[key] = self._frames(key, nxt, env, ep, newest)
+        done = self._take(self._done, step, env)
+        ep = self._take(self._ep_step, step, env) + 1  # the next step's index in the episode (same or final)
+        slot = torch.where(done, self._take(self._final_id, step, env), 0) % self._final_capacity
+        out = {key: self._frames(key, step + 1, env, ep, (done, slot)) for key in self._obs}
         return out if self._dict_obs else out["obs"]
 
     def sample(self, batch_size: int, n_step: int | None = None) -> Batch:
@@ -229,18 +243,18 @@ class DeviceReplay:
         i = torch.arange(n, device=self.device)
         steps = t[:, None] + i  # (B, n)
         avail = steps <= self._last
-        slot = steps.clamp(max=self._last) % self.capacity_steps
-        ended = self._done[slot, env[:, None]] & avail
+        steps = steps.clamp(max=self._last)
+        ended = self._take(self._done, steps, env[:, None]) & avail
         first_end = torch.where(ended, i, n).amin(1)  # index of the step that ends the episode, n if none
         m = torch.where(first_end < n, first_end + 1, torch.clamp(self._last - t, max=n))
-        rewards = self._reward[slot, env[:, None]]
+        rewards = self._take(self._reward, steps, env[:, None])
         reward = torch.where(i < m[:, None], rewards * self.gamma ** i.float(), 0.0).sum(1)
         last = t + m - 1
-        terminal = self._term[last % self.capacity_steps, env] & (first_end < n)
+        terminal = self._take(self._term, last, env) & (first_end < n)
         discount = torch.where(terminal, 0.0, self.gamma ** m.float())
         return {
             "obs": self._obs_at(t, env),
-            "action": self._action[t % self.capacity_steps, env],
+            "action": self._take(self._action, t, env),
             "reward": reward,
             "discount": discount,
             "next_obs": self._obs_after(last, env),
@@ -258,8 +272,7 @@ class DeviceReplay:
         for _ in range(64):  # rejection: a draw is kept when its window lies in one stored episode
             ct, ce = self._draw((batch_size, tries))
             steps = ct[..., None] + i  # (B, tries, length)
-            slot = steps.clamp(max=self._last) % self.capacity_steps
-            done = self._done[slot, ce[..., None]]
+            done = self._take(self._done, steps.clamp(max=self._last), ce[..., None])
             inside = ~done[..., :-1].any(-1) & ((ct + length <= self._last) | done[..., -1])
             inside &= ct + length - 1 <= self._last
             pick = inside.float().argmax(1)
@@ -271,9 +284,8 @@ class DeviceReplay:
                 break
         else:
             raise ValueError(f"no stored window of {length} steps inside one episode")
-        steps = t[:, None] + i
-        slot, envs = steps % self.capacity_steps, env[:, None]
-        head = self._obs_at(steps, envs.expand_as(steps))
+        steps, envs = t[:, None] + i, env[:, None]
+        head = self._obs_at(steps, envs)
         tail = self._obs_after(steps[:, -1], env)
         if self._dict_obs:
             obs = {key: torch.cat([head[key], tail[key][:, None]], 1) for key in head}
@@ -281,9 +293,9 @@ class DeviceReplay:
             obs = torch.cat([head, tail[:, None]], 1)
         return {
             "obs": obs,
-            "action": self._action[slot, envs],
-            "reward": self._reward[slot, envs],
-            "terminated": self._term[slot, envs] & self._done[slot, envs],
+            "action": self._take(self._action, steps, envs),
+            "reward": self._take(self._reward, steps, envs),
+            "terminated": self._take(self._term, steps, envs) & self._take(self._done, steps, envs),
         }
 
     def __len__(self) -> int:

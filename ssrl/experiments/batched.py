@@ -189,8 +189,8 @@ class BatchedTrainer:
                 action = self.action_low + u * (self.action_high - self.action_low)
             else:
                 action = self.agent.act_batch(self.obs, self.frame, eval_mode=False)
-                c.credit += self.updates_per_step
-                while c.credit >= 1 and len(self.replay) > 0:
+                c.credit += self.updates_per_step if len(self.replay) > 0 else 0.0
+                while c.credit >= 1:
                     for key, value in self.agent.update(self.replay, self.frame).items():
                         sums[key] = sums.get(key, 0.0) + value
                     updates += 1
