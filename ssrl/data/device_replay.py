@@ -70,8 +70,8 @@ class DeviceReplay:
             self._frame_shape[key] = (space.shape[0] // k, *space.shape[1:]), dtype
         self._max_stack = max(self._stack.values())
         if self.capacity_steps < self._max_stack + 1:
-            raise ValueError(f"capacity={capacity} gives {self.capacity_steps} steps of {num_envs} envs; "
-                             f"need at least {self._max_stack + 1}")
+            raise ConfigError(f"replay_capacity={capacity} gives {self.capacity_steps} steps of {num_envs} envs; "
+                              f"need at least {self._max_stack + 1} steps")
         self.action_shape = tuple(action_space.shape)
         self.n_step, self.gamma = n_step, gamma
         self._final_capacity = math.ceil(self.capacity_steps * num_envs / _FINAL_FRACTION) + num_envs
@@ -114,10 +114,10 @@ class DeviceReplay:
         self._term[i] = torch.as_tensor(terminated, device=self.device)
         self._ep_step[i] = self._cur_ep_step
         self._next = t + 1
-        if final_obs is not None and bool(done.any()):
+        if bool(done.any()):
+            if final_obs is None:
+                raise ValueError("an episode ended: pass the env's info['final_obs'] as final_obs")
             self._add_finals(i, done, final_obs if self._dict_obs else {"obs": final_obs})
-        elif bool(done.any()):
-            raise ValueError("an episode ended: pass the env's info['final_obs'] as final_obs")
         self._cur_ep_step = torch.where(done, 0, self._cur_ep_step + 1).to(torch.int32)
 
     def end_episodes(self, final_obs: Obs) -> None:
