@@ -20,6 +20,7 @@ commands:
   train   train an agent:   ssrl train env=dmc/cheetah-run agent=sac representation=none frames=100000 seed=0
   eval    evaluate a run:   ssrl eval run_dir=runs/x episodes=10 video=true
   train agent=ppo obs=state: PPO on batched envs (num_envs=4096 device=cuda on a GPU, num_envs=32 device=cpu)
+  train agent=sac obs=state num_envs=32: SAC/DrQ-v2 on batched envs with a replay on the training device
   ppo     short for `ssrl train agent=ppo obs=state ...`
   config  print the resolved config for the given overrides (all keys, defaults included)
   tasks   list environment ids
@@ -84,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
                 from ssrl.experiments.ppo import train_ppo
 
                 train_ppo(cfg)
+            elif cfg.num_envs >= 1:
+                from ssrl.experiments.batched import BatchedTrainer
+
+                BatchedTrainer(cfg).train()
             else:
                 from ssrl.experiments.train import Trainer
 

@@ -188,7 +188,9 @@ class TrainConfig:
 
     env: str = "dmc/cartpole-swingup"
     obs: str = "pixels"
-    num_envs: int = 0  # parallel envs; 0: the agent's default (1 for sac/drqv2, 64 for ppo); ppo runs batched envs
+    num_envs: int = 0  # parallel envs; 0: the agent's default (64 for ppo; sac/drqv2: one env, single-env Trainer)
+    # sac/drqv2 with num_envs >= 1 (batched envs): gradient updates per vector step; 0: num_envs / agent.update_every
+    updates_per_step: float = 0.0
     backend: str = "auto"  # batched-env physics: auto | cpu | warp (ssrl.envs.make_batched)
     env_threads: int = 0  # CPU threads of the batched physics; 0: all cores
     size: int = 84
@@ -322,9 +324,8 @@ def validate(cfg: TrainConfig) -> None:
     else:
         if cfg.agent.batch_size <= 0 or cfg.agent.n_step <= 0:
             raise ConfigError("agent.batch_size and agent.n_step must be positive")
-        if cfg.num_envs > 1:
-            raise ConfigError(f"num_envs={cfg.num_envs}: agent={cfg.agent.name} runs one env (num_envs=1); "
-                              "batched envs are for agent=ppo")
+        if cfg.updates_per_step < 0:
+            raise ConfigError(f"updates_per_step={cfg.updates_per_step}: must be >= 0")
     if cfg.encoder.freeze and not cfg.encoder.pretrained:
         raise ConfigError("encoder.freeze=true needs a pretrained backbone: encoder=pretrained:PATH")
     if "/" not in cfg.env:

@@ -110,9 +110,13 @@ class OffPolicyAgent(nn.Module):
     @torch.no_grad()
     def act(self, obs: Any, frame: int, eval_mode: bool) -> np.ndarray:
         """The action for one observation: the policy's mean in eval mode, an exploratory sample otherwise."""
-        features = self.encoder(self.augment.eval_view(self.obs_to_tensor(obs)))
-        action = self.policy(features, frame, eval_mode)
-        return action[0].cpu().numpy()
+        return self.act_batch(self.obs_to_tensor(obs), frame, eval_mode)[0].cpu().numpy()
+
+    @torch.no_grad()
+    def act_batch(self, obs: Any, frame: int, eval_mode: bool) -> torch.Tensor:
+        """Actions (B, *A) on the agent's device for a batch of observations (tensors, e.g. a batched env's)."""
+        features = self.encoder(self.augment.eval_view(to_torch(obs, self.device)))
+        return self.policy(features, frame, eval_mode)
 
     def policy(self, features: torch.Tensor, frame: int, eval_mode: bool) -> torch.Tensor:
         raise NotImplementedError

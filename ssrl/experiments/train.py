@@ -33,7 +33,7 @@ from ssrl.experiments.logger import Logger, start_wandb
 CHECKPOINT = "checkpoint.pt"
 # Keys a resumed run may change; any other difference from the stored config is an error.
 RESUMABLE_KEYS = {"frames", "eval_every", "eval_episodes", "checkpoint_every", "wandb", "wandb_project",
-                  "wandb_mode", "progress", "device", "threads", "run_dir", "experiment",
+                  "wandb_mode", "progress", "device", "threads", "env_threads", "run_dir", "experiment",
                   "speed.channels_last", "speed.compile", "speed.prefetch"}
 console = Console()
 
@@ -63,6 +63,72 @@ def make_env(cfg: TrainConfig, render_size: int | None = None) -> gym.Env:
     """The run's environment; ``render_size`` sets the side of ``env.render()`` video frames (default: ``size``)."""
     return make(cfg.env, obs=cfg.obs, size=cfg.size, frame_stack=cfg.frame_stack,
                 action_repeat=cfg.action_repeat or None, render=cfg.render, render_size=render_size)
+
+
+def read_checkpoint(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | None:
+    """The checkpoint in ``run_dir``, checked against ``cfg`` (before any work starts); None if there is none."""
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file: say which and what to do
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}). Move it away to start "
+                              f"this run over, or use another run_dir; nothing was changed.") from None
+    try:
+        stored_cfg = config_lib.from_dict(state["config"])
+    except (KeyError, ConfigError) as e:
+        raise CheckpointError(f"checkpoint {path} holds no valid config ({e}); nothing was changed.") from None
+    changed = {k: v for k, v in config_lib.diff(stored_cfg, cfg).items() if k not in RESUMABLE_KEYS}
+    if changed:
+        lines = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        raise ConfigError(f"{run_dir} holds a run with a different config ({lines}). Use the same "
+                          f"settings to resume, or a new run_dir.")
+    return state
+
+
+def write_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` atomically: a kill mid-write leaves the previous checkpoint intact."""
+    path = run_dir / CHECKPOINT
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def rng_state(rng: np.random.Generator | None = None) -> dict[str, Any]:
+    """Python's, ``rng``'s (if given), torch's and CUDA's random states."""
+    return {"python": random.getstate(), "numpy": None if rng is None else rng.bit_generator.state,
+            "torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def restore_rng(state: dict[str, Any], rng: np.random.Generator | None = None) -> None:
+    random.setstate(state["python"])
+    if rng is not None:
+        rng.bit_generator.state = state["numpy"]
+    torch.set_rng_state(state["torch"])
+    if torch.cuda.is_available() and state.get("cuda"):
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def start_logging(cfg: TrainConfig, run_dir: Path, rows: dict[str, int]) -> Logger:
+    """The run's Logger (wandb if asked), keeping the first ``rows[namespace]`` CSV rows (those before the
+    checkpoint), after recording the config and the session in ``run_dir``."""
+    config_lib.save(cfg, run_dir / "config.yaml")
+    wandb_run = None
+    if cfg.wandb and cfg.wandb_mode != "disabled":
+        name = f"{cfg.env}/{cfg.agent.name}-{cfg.representation.name}/seed{cfg.seed}"
+        tags = [cfg.env, cfg.agent.name, cfg.representation.name, f"seed{cfg.seed}"]
+        wandb_run = start_wandb(run_dir, config_lib.to_dict(cfg), cfg.wandb_project, cfg.wandb_mode, name,
+                                tags, group=cfg.experiment or cfg.env)
+    logger = Logger(run_dir, wandb_run)
+    logger.keep_first(rows)
+    return logger
+
+
+def progress_bar(cfg: TrainConfig) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[fps]:>6.0f} frames/s  reward {task.fields[reward]}"),
+                    TimeRemainingColumn(), console=console, disable=not cfg.progress)
 
 
 @dataclass
@@ -105,7 +171,7 @@ class Trainer:
             raise ConfigError(f"env: {e}") from None
         self.run_dir = cfg.resolved_run_dir()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        stored = self._stored_state()
+        stored = read_checkpoint(self.run_dir, cfg)
         self.device = start_process(cfg.seed, cfg.threads, cfg.device)
         self.rng = np.random.default_rng(cfg.seed)
 
@@ -118,43 +184,13 @@ class Trainer:
         self.agent = make_agent(cfg, space, self.env.action_space, self.device)
         self.counters = Counters()
         self._restore(stored)
-        config_lib.save(cfg, self.run_dir / "config.yaml")
         meta.start(self.run_dir, config_lib.to_dict(cfg), self.frame)
-
-        wandb_run = None
-        if cfg.wandb and cfg.wandb_mode != "disabled":
-            name = f"{cfg.env}/{cfg.agent.name}-{cfg.representation.name}/seed{cfg.seed}"
-            tags = [cfg.env, cfg.agent.name, cfg.representation.name, f"seed{cfg.seed}"]
-            wandb_run = start_wandb(self.run_dir, config_lib.to_dict(cfg), cfg.wandb_project, cfg.wandb_mode, name,
-                                    tags, group=cfg.experiment or cfg.env)
-        self.logger = Logger(self.run_dir, wandb_run)
-        self.logger.keep_first({"train": self.counters.episode, "eval": self.counters.evals})
+        self.logger = start_logging(cfg, self.run_dir, {"train": self.counters.episode, "eval": self.counters.evals})
 
     # ----------------------------------------------------------------------------------------- state
     @property
     def frame(self) -> int:
         return self.counters.step * self.action_repeat
-
-    def _stored_state(self) -> dict[str, Any] | None:
-        """The checkpoint in ``run_dir``, checked against this config (before any work starts)."""
-        path = self.run_dir / CHECKPOINT
-        if not path.exists():
-            return None
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # a truncated or foreign file: say which and what to do
-            raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}). Move it away to start "
-                               f"this run over, or use another run_dir; nothing was changed.") from None
-        try:
-            stored_cfg = config_lib.from_dict(state["config"])
-        except (KeyError, ConfigError) as e:
-            raise CheckpointError(f"checkpoint {path} holds no valid config ({e}); nothing was changed.") from None
-        changed = {k: v for k, v in config_lib.diff(stored_cfg, self.cfg).items() if k not in RESUMABLE_KEYS}
-        if changed:
-            lines = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
-            raise ConfigError(f"{self.run_dir} holds a run with a different config ({lines}). Use the same "
-                              f"settings to resume, or a new run_dir.")
-        return state
 
     def _restore(self, state: dict[str, Any] | None) -> None:
         if state is None:
@@ -163,32 +199,13 @@ class Trainer:
         self.agent.restore(state["agent"])
         self.replay.load_state_dict(state["replay"])
         self.counters = Counters(**state["counters"])
-        rng = state["rng"]
-        random.setstate(rng["python"])
-        self.rng.bit_generator.state = rng["numpy"]
-        torch.set_rng_state(rng["torch"])
-        if torch.cuda.is_available() and rng.get("cuda"):
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        restore_rng(state["rng"], self.rng)
         console.print(f"[bold]resumed[/] {self.run_dir} at frame {self.frame:,} ({len(self.replay):,} transitions)")
 
     def save_checkpoint(self) -> None:
-        """Write the checkpoint atomically: a kill mid-write leaves the previous one intact."""
-        state = {
-            "config": config_lib.to_dict(self.cfg),
-            "agent": self.agent.checkpoint(),
-            "replay": self.replay.state_dict(),
-            "counters": asdict(self.counters),
-            "rng": {
-                "python": random.getstate(),
-                "numpy": self.rng.bit_generator.state,
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            },
-        }
-        path = self.run_dir / CHECKPOINT
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        write_checkpoint(self.run_dir, {"config": config_lib.to_dict(self.cfg), "agent": self.agent.checkpoint(),
+                                        "replay": self.replay.state_dict(), "counters": asdict(self.counters),
+                                        "rng": rng_state(self.rng)})
 
     # -------------------------------------------------------------------------------------- training
     def train(self) -> dict[str, float]:
@@ -198,9 +215,7 @@ class Trainer:
                       f" -> {self.run_dir}\n{self.replay.memory_estimate()}")
         last_eval: dict[str, float] = {}
         start = time.perf_counter() - c.elapsed
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[fps]:>6.0f} frames/s  reward {task.fields[reward]}"),
-                      TimeRemainingColumn(), console=console, disable=not cfg.progress) as progress:
+        with progress_bar(cfg) as progress:
             bar = progress.add_task("frames", total=cfg.frames, completed=self.frame, fps=0.0, reward="-")
             while self.frame < cfg.frames:
                 if self.frame >= c.next_eval:

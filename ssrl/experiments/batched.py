@@ -1,0 +1,222 @@
+"""Off-policy agents (SAC, DrQ-v2, any representation) on batched envs with a device-resident replay.
+
+``ssrl train env=dmc/cheetah-run agent=sac obs=state num_envs=32 device=cpu`` (``device=cuda num_envs=1024`` on
+a GPU). ``num_envs`` envs step together (``ssrl.envs.make_batched``); every vector step stores one transition per
+env in a :class:`~ssrl.data.DeviceReplay` on the training device, and the agent acts on the whole batch.
+
+- On CPU, ``threads=0`` gives torch one thread (as for PPO): the physics pool (``env_threads``) owns the cores;
+  two torch threads made a state SAC update 30x slower on a busy 2-core machine.
+- Frames count env control steps over all envs: ``vector steps x action_repeat x num_envs``. The first
+  ``seed_frames`` take uniform random actions.
+- Updates per vector step: ``updates_per_step``, by default ``num_envs / agent.update_every`` (the single-env
+  update-to-data ratio); a fraction accumulates across steps. Each update is the agent's unchanged
+  ``update(replay, frame)``.
+- One train row per *chunk* of ``ceil(1000 / action_repeat)`` vector steps (one dm_control episode length):
+  the mean return and length of the episodes finished in it, env frames/s and mean update metrics. Eval
+  (deterministic policy, one episode in each of ``eval_episodes`` batched envs) and checkpoints happen between
+  chunks at ``eval_every``/``checkpoint_every`` frames, as the single-env Trainer does between episodes.
+- Checkpoints hold weights, optimizers, counters, RNG states and the replay. Rerunning the command resumes:
+  the open episodes are cut (truncated) in the replay and the envs start new episodes, so a resumed run
+  continues from the same weights and data but not bit-for-bit as an uninterrupted one would (the physics
+  state of the envs is not saved).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ssrl import config as config_lib
+from ssrl.agents import OffPolicyAgent, make_agent
+from ssrl.config import TrainConfig
+from ssrl.data import DeviceReplay
+from ssrl.envs.batched import BatchedEnv, list_batched_tasks, make_batched
+from ssrl.envs.batched.tasks import EPISODE_CONTROL_STEPS
+from ssrl.errors import ConfigError
+from ssrl.experiments import meta
+from ssrl.experiments.train import (
+    Counters,
+    console,
+    episode_seed,
+    progress_bar,
+    read_checkpoint,
+    restore_rng,
+    rng_state,
+    start_logging,
+    start_process,
+    write_checkpoint,
+)
+
+
+@dataclass
+class BatchedCounters(Counters):
+    """``step`` counts vector steps, ``episode`` finished episodes over all envs; ``rows`` train rows logged,
+    ``credit`` the fractional update carried to the next vector step."""
+
+    rows: int = 0
+    credit: float = 0.0
+
+
+def check_batched(cfg: TrainConfig) -> None:
+    """Refuse what batched off-policy training cannot run, naming the fix."""
+    if cfg.env not in list_batched_tasks():
+        raise ConfigError(f"env={cfg.env}: num_envs={cfg.num_envs} runs batched envs, which exist for "
+                          f"{', '.join(list_batched_tasks())}; num_envs=0 runs {cfg.env} as one env")
+    if cfg.obs != "state":
+        raise ConfigError(f"obs={cfg.obs}: batched envs give state observations; set obs=state "
+                          f"(num_envs=0 runs pixels as one env)")
+
+
+def make_env(cfg: TrainConfig, num_envs: int, device: torch.device, seed: int) -> BatchedEnv:
+    return make_batched(cfg.env, num_envs, device=device, backend=cfg.backend, seed=seed,
+                        action_repeat=cfg.action_repeat or None, num_threads=cfg.env_threads)
+
+
+@torch.no_grad()
+def evaluate(agent: OffPolicyAgent, env: BatchedEnv, seed: int, frame: int) -> list[float]:
+    """Return of the first deterministic-policy episode of each of ``env``'s envs."""
+    agent.train(False)
+    obs, _ = env.reset(seed=episode_seed(seed, 1, frame))
+    returns = torch.full((env.num_envs,), float("nan"), device=env.device)
+    while bool(returns.isnan().any()):
+        obs, _, _, _, info = env.step(agent.act_batch(obs, frame, eval_mode=True))
+        if "episode" in info:
+            first = info["_episode"] & returns.isnan()
+            returns = torch.where(first, info["episode"]["r"], returns)
+    agent.train(True)
+    return returns.tolist()
+
+
+class BatchedTrainer:
+    """Holds one run on batched envs. ``BatchedTrainer(cfg).train()`` trains, or resumes from ``run_dir``."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        check_batched(cfg)
+        self.cfg = cfg
+        self.run_dir = cfg.resolved_run_dir()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        stored = read_checkpoint(self.run_dir, cfg)
+        self.device = start_process(cfg.seed, cfg.threads or 1, cfg.device)  # the physics pool owns the cores
+        self.num_envs = cfg.num_envs
+        self.env = make_env(cfg, self.num_envs, self.device, cfg.seed)
+        self.eval_env = make_env(cfg, cfg.eval_episodes, self.device, cfg.seed + 1)
+        self.action_repeat = self.env.action_repeat
+        self.chunk_steps = math.ceil(EPISODE_CONTROL_STEPS / self.action_repeat)
+        self.updates_per_step = cfg.updates_per_step or self.num_envs / cfg.agent.update_every
+        obs_space, action_space = self.env.single_observation_space, self.env.single_action_space
+        self.replay = DeviceReplay(obs_space, action_space, self.num_envs, cfg.replay_capacity, device=self.device,
+                                   frame_stack=cfg.frame_stack, n_step=cfg.agent.n_step, gamma=cfg.agent.discount,
+                                   seed=cfg.seed)
+        self.agent = make_agent(cfg, obs_space, action_space, self.device)
+        self.action_low = torch.as_tensor(action_space.low, device=self.device)
+        self.action_high = torch.as_tensor(action_space.high, device=self.device)
+        self.counters = BatchedCounters()
+        self.obs = self._restore(stored)
+        meta.start(self.run_dir, config_lib.to_dict(cfg), self.frame)
+        self.logger = start_logging(cfg, self.run_dir, {"train": self.counters.rows, "eval": self.counters.evals})
+
+    @property
+    def frame(self) -> int:
+        return self.counters.step * self.action_repeat * self.num_envs
+
+    def _restore(self, state: dict[str, Any] | None) -> torch.Tensor:
+        """Load ``state`` (if any) and return the observation to act on next."""
+        if state is not None:
+            self.agent.restore(state["agent"])
+            self.replay.load_state_dict(state["replay"])
+            self.replay.end_episodes(state["obs"].to(self.device))  # the envs restart below
+            self.counters = BatchedCounters(**state["counters"])
+            restore_rng(state["rng"])
+            console.print(f"[bold]resumed[/] {self.run_dir} at frame {self.frame:,} ({len(self.replay):,} "
+                          "transitions)")
+        return self.env.reset(seed=episode_seed(self.cfg.seed, 0, self.counters.step))[0]
+
+    def save_checkpoint(self) -> None:
+        write_checkpoint(self.run_dir, {"config": config_lib.to_dict(self.cfg), "agent": self.agent.checkpoint(),
+                                        "replay": self.replay.state_dict(), "obs": self.obs.cpu(),
+                                        "counters": asdict(self.counters), "rng": rng_state()})
+
+    def train(self) -> dict[str, float]:
+        """Train until ``cfg.frames`` (the end of the chunk that reaches it); return the last eval row."""
+        cfg, c = self.cfg, self.counters
+        console.print(f"[bold]ssrl train[/] {cfg.env} agent={cfg.agent.name} representation={cfg.representation.name}"
+                      f" num_envs={self.num_envs} updates/step={self.updates_per_step:g} -> {self.run_dir}\n"
+                      f"{self.replay.memory_estimate()}")
+        last_eval: dict[str, float] = {}
+        start = time.perf_counter() - c.elapsed
+        with progress_bar(cfg) as progress:
+            bar = progress.add_task("frames", total=cfg.frames, completed=self.frame, fps=0.0, reward="-")
+            while self.frame < cfg.frames:
+                if self.frame >= c.next_eval:
+                    last_eval = self.run_eval()
+                    progress.console.print(f"eval  frame {self.frame:>9,}  reward {last_eval['episode_reward']:8.1f}")
+                t0, f0 = time.perf_counter(), self.frame
+                row = self.run_chunk()
+                c.elapsed = time.perf_counter() - start
+                row |= {"fps": (self.frame - f0) / max(time.perf_counter() - t0, 1e-9), "time": c.elapsed}
+                self.logger.log("train", row)
+                c.rows += 1
+                progress.update(bar, completed=self.frame, fps=row["fps"],
+                                reward=f"{row.get('episode_reward', float('nan')):.1f}")
+                if self.frame >= c.next_checkpoint or self.frame >= cfg.frames:
+                    c.next_checkpoint = self.frame + cfg.checkpoint_every
+                    self.save_checkpoint()
+        if c.evals == 0 or self.frame >= c.next_eval:
+            last_eval = self.run_eval()
+            console.print(f"eval  frame {self.frame:>9,}  reward {last_eval['episode_reward']:8.1f}")
+            self.save_checkpoint()
+        meta.finish(self.run_dir, self.frame, c.elapsed)
+        self.logger.close()
+        return last_eval
+
+    def run_chunk(self) -> dict[str, Any]:
+        """Act, store and update for ``chunk_steps`` vector steps; return the train row."""
+        cfg, c = self.cfg, self.counters
+        seed_steps = math.ceil(cfg.seed_frames / (self.action_repeat * self.num_envs))
+        sums: dict[str, torch.Tensor] = {}
+        ep_return = torch.zeros((), device=self.device)
+        ep_length = torch.zeros((), device=self.device)
+        ep_count = torch.zeros((), device=self.device)
+        updates = 0
+        for _ in range(self.chunk_steps):
+            if c.step < seed_steps:
+                u = torch.rand((self.num_envs, *self.action_low.shape), device=self.device)
+                action = self.action_low + u * (self.action_high - self.action_low)
+            else:
+                action = self.agent.act_batch(self.obs, self.frame, eval_mode=False)
+                c.credit += self.updates_per_step if len(self.replay) > 0 else 0.0
+                while c.credit >= 1:
+                    for key, value in self.agent.update(self.replay, self.frame).items():
+                        sums[key] = sums.get(key, 0.0) + value
+                    updates += 1
+                    c.credit -= 1
+            next_obs, reward, terminated, truncated, info = self.env.step(action)
+            self.replay.add(self.obs, action, reward, terminated, truncated, info.get("final_obs"))
+            if "episode" in info:
+                mask = info["_episode"]
+                ep_return += torch.where(mask, info["episode"]["r"], 0.0).sum()
+                ep_length += torch.where(mask, info["episode"]["l"], 0).sum()
+                ep_count += mask.sum()
+            self.obs = next_obs
+            c.step += 1
+        episodes = int(ep_count)
+        c.episode += episodes
+        row: dict[str, Any] = {"frame": self.frame, "step": c.step, "episode": c.episode, "updates": updates}
+        if episodes:
+            row |= {"episode_reward": float(ep_return) / episodes, "episode_length": float(ep_length) / episodes}
+        return row | {k: float(v) / updates for k, v in sums.items()}
+
+    def run_eval(self) -> dict[str, float]:
+        c = self.counters
+        returns = evaluate(self.agent, self.eval_env, self.cfg.seed, self.frame)
+        c.evals += 1
+        c.next_eval = self.frame + self.cfg.eval_every
+        row = {"frame": self.frame, "step": c.step, "episode": c.episode, "episode_reward": float(np.mean(returns)),
+               "episode_reward_std": float(np.std(returns)), "time": c.elapsed}
+        self.logger.log("eval", row)
+        return row
