@@ -6,7 +6,7 @@
    ``to_torch`` (what an agent update does with it), n-step 3, for state (17-d, cheetah-like) and 9x84x84 uint8
    frame stacks; both filled with the same 1000-step episodes; calls alternate between the two.
 2. Training: env frames/s of ``ssrl train env=dmc/cheetah-run agent=sac obs=state`` after the seed frames, for
-   the single-env Trainer (``num_envs=0``) and ``num_envs=N`` with the default update rule (``num_envs /
+   the single-env Trainer (``num_envs=1``) and ``num_envs=N`` with the default update rule (``num_envs /
    agent.update_every`` updates per vector step: the single-env update-to-data ratio) and with one update per
    vector step (``updates_per_step=1``, FastTD3-style). SAC with ``agent.hidden_dim=256 agent.batch_size=256``.
 

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                 from ssrl.experiments.ppo import train_ppo
 
                 train_ppo(cfg)
-            elif cfg.num_envs >= 1:
+            elif cfg.num_envs > 1:
                 from ssrl.experiments.batched import BatchedTrainer
 
                 BatchedTrainer(cfg).train()

@@ -188,8 +188,8 @@ class TrainConfig:
 
     env: str = "dmc/cartpole-swingup"
     obs: str = "pixels"
-    num_envs: int = 0  # parallel envs; 0: the agent's default (64 for ppo; sac/drqv2: one env, single-env Trainer)
-    # sac/drqv2 with num_envs >= 1 (batched envs): gradient updates per vector step; 0: num_envs / agent.update_every
+    num_envs: int = 0  # parallel envs; 0: the agent's default (64 for ppo, 1 for sac/drqv2); >1 batched envs
+    # sac/drqv2 with num_envs > 1 (batched envs): gradient updates per vector step; 0: num_envs / agent.update_every
     updates_per_step: float = 0.0
     backend: str = "auto"  # batched-env physics: auto | cpu | warp (ssrl.envs.make_batched)
     env_threads: int = 0  # CPU threads of the batched physics; 0: all cores

@@ -68,7 +68,7 @@ def test_rerun_resumes_from_the_checkpoint(tmp_path: Path) -> None:
 def test_env_without_batched_version_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code = cli.main(["train", "env=gym/Hopper-v5", "agent=sac", "obs=state", "num_envs=8", f"run_dir={tmp_path}"])
     err = capsys.readouterr().err
-    assert code == 2 and "batched envs, which exist for" in err and "dmc/cheetah-run" in err and "num_envs=0" in err
+    assert code == 2 and "batched envs, which exist for" in err and "dmc/cheetah-run" in err and "num_envs=1" in err
     code = cli.main(["train", "env=dmc/cheetah-run", "agent=sac", "obs=pixels", "num_envs=8", f"run_dir={tmp_path}"])
     assert code == 2 and "set obs=state" in capsys.readouterr().err
     assert not (tmp_path / "checkpoint.pt").exists()

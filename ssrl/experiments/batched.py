@@ -66,10 +66,10 @@ def check_batched(cfg: TrainConfig) -> None:
     """Refuse what batched off-policy training cannot run, naming the fix."""
     if cfg.env not in list_batched_tasks():
         raise ConfigError(f"env={cfg.env}: num_envs={cfg.num_envs} runs batched envs, which exist for "
-                          f"{', '.join(list_batched_tasks())}; num_envs=0 runs {cfg.env} as one env")
+                          f"{', '.join(list_batched_tasks())}; num_envs=1 runs {cfg.env} as one env")
     if cfg.obs != "state":
         raise ConfigError(f"obs={cfg.obs}: batched envs give state observations; set obs=state "
-                          f"(num_envs=0 runs pixels as one env)")
+                          f"(num_envs=1 runs pixels as one env)")
 
 
 def make_env(cfg: TrainConfig, num_envs: int, device: torch.device, seed: int) -> BatchedEnv:
