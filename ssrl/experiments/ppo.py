@@ -1,72 +1,246 @@
 """PPO run loop on batched envs: `ssrl train agent=ppo obs=state env=dmc/cartpole-balance num_envs=64`.
 
-The same command runs thousands of envs on a GPU (`device=cuda num_envs=4096`). Logs `train.csv`
-(frame, episode return/length of episodes finished in the rollout, env frames/s, losses) in `run_dir`
-and saves `ppo.pt` at the end. Frames count environment (control) steps: agent steps x action repeat x envs.
-On CPU, `threads=0` gives torch one thread: the physics thread pool (`env_threads`) owns the cores.
+The same command runs thousands of envs on a GPU (`device=cuda num_envs=4096`). Writes what the off-policy
+`Trainer` writes, so `ssrl report`, `ssrl eval` and multirun treat PPO runs like the others: `config.yaml`,
+`meta.json`, `train.csv` (one row per update: frame, return/length of the episodes finished in the rollout,
+env frames/s, losses), `eval.csv` (every `eval_every` frames: mean and std of `eval_episodes` deterministic
+episodes, one per env of a separate batched env) and `checkpoint.pt` (every `checkpoint_every` frames and at
+the end). Rerunning the same command resumes from the checkpoint: with `backend=cpu` exactly as if never
+stopped (weights, optimizers, running statistics, every env's physics state, step counters and RNG, torch's
+RNG); with `backend=warp` the envs start fresh episodes. Frames count environment (control) steps: agent
+steps x action repeat x envs. On CPU, `threads=0` gives torch one thread: the physics thread pool
+(`env_threads`) owns the cores.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from rich.console import Console
 
 from ssrl import config as config_lib
 from ssrl.agents.ppo import PPO
 from ssrl.config import TrainConfig
-from ssrl.envs.batched import make_batched
-from ssrl.errors import ConfigError
-from ssrl.experiments.logger import CSVLog
-from ssrl.experiments.train import start_process
+from ssrl.envs.batched import BatchedEnv, CpuSim, make_batched
+from ssrl.errors import CheckpointError, ConfigError
+from ssrl.experiments import meta
+from ssrl.experiments.logger import Logger, start_wandb
+from ssrl.experiments.train import CHECKPOINT, episode_seed, read_checkpoint, resolve_device, start_process
+
+console = Console()
 
 
-def train_ppo(cfg: TrainConfig, verbose: bool = True) -> list[dict[str, Any]]:
-    """Trains PPO (`agent=ppo`) for `cfg.frames` env frames; returns the logged rows."""
-    device = start_process(cfg.seed, cfg.threads or 1, cfg.device)
+@dataclass
+class Counters:
+    update: int = 0
+    evals: int = 0
+    next_eval: int = 0
+    next_checkpoint: int = 0
+    elapsed: float = 0.0
+
+
+def make_env(cfg: TrainConfig, num_envs: int, device: torch.device, seed: int | None = None) -> BatchedEnv:
     try:
-        env = make_batched(cfg.env, config_lib.num_envs(cfg), device=device, backend=cfg.backend, seed=cfg.seed,
-                           action_repeat=cfg.action_repeat or None, num_threads=cfg.env_threads)
+        return make_batched(cfg.env, num_envs, device=device, backend=cfg.backend, seed=seed,
+                            action_repeat=cfg.action_repeat or None, num_threads=cfg.env_threads)
     except ValueError as e:  # an env without a batched version, a bad backend
         raise ConfigError(f"env={cfg.env}: {e}") from None
+
+
+def make_agent(cfg: TrainConfig, env: BatchedEnv, device: torch.device) -> PPO:
+    """The run's PPO learner; the LR anneals over the updates that `cfg.frames` takes."""
     frames_per_update = cfg.agent.num_steps * env.num_envs * env.action_repeat
     total_updates = max(1, math.ceil(cfg.frames / frames_per_update))
-    agent = PPO(env, cfg.agent, device, total_updates, cfg.encoder)
-    run_dir = cfg.resolved_run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = CSVLog(run_dir / "train.csv")
-    obs, _ = env.reset(seed=cfg.seed)
-    rows: list[dict[str, Any]] = []
-    start = time.perf_counter()
-    for update in range(total_updates):
-        obs, episodes = agent.collect(obs)
-        metrics = agent.update(obs)
-        frame = (update + 1) * frames_per_update
-        fps = round(frame / (time.perf_counter() - start))
-        row: dict[str, Any] = {"frame": frame, "update": update + 1, "fps": fps}
-        if episodes:
-            row["episode_return"] = sum(r for r, _ in episodes) / len(episodes)
-            row["episode_length"] = sum(n for _, n in episodes) / len(episodes)
-        row.update(metrics)
-        log.write(row)
-        rows.append(row)
-        if verbose and "episode_return" in row:
-            print(f"frame {frame:>9}  return {row['episode_return']:8.1f}  fps {row['fps']:>7}")
-    torch.save({"config": config_lib.to_dict(cfg), **agent.state_dict()}, run_dir / "ppo.pt")
-    env.close()
-    return rows
+    return PPO(env, cfg.agent, device, total_updates, cfg.encoder, cfg.representation)
 
 
+# ------------------------------------------------------------------------------------------- env state
+def env_state(env: BatchedEnv) -> dict[str, Any]:
+    """What continues every env of a cpu-backend `BatchedEnv` exactly: MuJoCo's integration state of each env
+    (`mujoco.batch.Batch.state`), the per-env task tensors (reacher's targets), step/return/length counters
+    and the initial-state generator. A warp backend gives `{}` (its episodes restart on resume)."""
+    if not isinstance(env.sim, CpuSim):
+        return {}
+    task = {k: v.clone() for k, v in vars(env.task).items()
+            if isinstance(v, torch.Tensor) and v.shape[:1] == (env.num_envs,)}
+    return {"sim": torch.from_numpy(env.sim.batch.state.copy()), "task": task, "steps": env._steps.clone(),
+            "return": env._return.clone(), "length": env._length.clone(), "rng": env._rng.bit_generator.state}
+
+
+def load_env_state(env: BatchedEnv, state: dict[str, Any]) -> None:
+    """Inverse of :func:`env_state`. The next step continues bit-exactly (`mujoco.batch` recomputes derived
+    fields from written state rows; checked on every batched task, mid-episode and right after a restart)."""
+    assert isinstance(env.sim, CpuSim)
+    env.sim.batch.state[:] = state["sim"].numpy()
+    for key, value in state["task"].items():
+        getattr(env.task, key).copy_(value)
+    env._steps.copy_(state["steps"])
+    env._return.copy_(state["return"])
+    env._length.copy_(state["length"])
+    env._rng.bit_generator.state = state["rng"]
+
+
+# ------------------------------------------------------------------------------------------------ eval
 @torch.no_grad()
-def evaluate(agent: PPO, env: Any) -> float:
-    """Mean return of one deterministic-policy episode per env (env is reset first)."""
-    obs, _ = env.reset()
+def evaluate(agent: PPO, env: BatchedEnv, seed: int) -> list[float]:
+    """Returns of one deterministic-policy episode per env, from a reset with `seed`."""
+    obs, _ = env.reset(seed=seed)
     returns = torch.full((env.num_envs,), float("nan"))
     while returns.isnan().any():
         obs, _, _, _, info = env.step(agent.model.act(obs.to(agent.device), deterministic=True))
         if "episode" in info:
             first = info["_episode"].cpu() & returns.isnan()
             returns[first] = info["episode"]["r"].cpu()[first]
-    return float(returns.mean())
+    return returns.tolist()
+
+
+# ------------------------------------------------------------------------------------------------- run
+class PPORun:
+    """One PPO run in `run_dir`: `PPORun(cfg).train()` trains, or resumes if `run_dir` has a checkpoint."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.run_dir = cfg.resolved_run_dir()
+        stored = read_checkpoint(self.run_dir, cfg)  # a changed config is refused before anything is written
+        self.device = start_process(cfg.seed, cfg.threads or 1, cfg.device)
+        self.env = make_env(cfg, config_lib.num_envs(cfg), self.device, cfg.seed)
+        self.eval_env = make_env(cfg, cfg.eval_episodes, self.device)
+        self.agent = make_agent(cfg, self.env, self.device)
+        self.frames_per_update = cfg.agent.num_steps * self.env.num_envs * self.env.action_repeat
+        self.counters = Counters()
+        self.obs, _ = self.env.reset(seed=cfg.seed)
+        if stored is not None:
+            self._restore(stored)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        config_lib.save(cfg, self.run_dir / "config.yaml")
+        meta.start(self.run_dir, config_lib.to_dict(cfg), self.frame)
+        wandb_run = None
+        if cfg.wandb and cfg.wandb_mode != "disabled":
+            name = f"{cfg.env}/ppo-{cfg.representation.name}/seed{cfg.seed}"
+            wandb_run = start_wandb(self.run_dir, config_lib.to_dict(cfg), cfg.wandb_project, cfg.wandb_mode, name,
+                                    [cfg.env, "ppo", cfg.representation.name, f"seed{cfg.seed}"],
+                                    group=cfg.experiment or cfg.env)
+        self.logger = Logger(self.run_dir, wandb_run)
+        self.logger.keep_first({"train": self.counters.update, "eval": self.counters.evals})
+
+    @property
+    def frame(self) -> int:
+        return self.counters.update * self.frames_per_update
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.agent.load_state_dict(state["agent"])
+        self.counters = Counters(**state["counters"])
+        if state["env"] and isinstance(self.env.sim, CpuSim):
+            load_env_state(self.env, state["env"])
+            self.obs = state["obs"].to(self.device)
+        else:  # warp: fresh episodes, seeded by the update they start at
+            self.obs, _ = self.env.reset(seed=episode_seed(self.cfg.seed, 2, self.counters.update))
+        torch.set_rng_state(state["rng"]["torch"])
+        if torch.cuda.is_available() and state["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        console.print(f"[bold]resumed[/] {self.run_dir} at frame {self.frame:,}")
+
+    def save_checkpoint(self) -> None:
+        """Write the checkpoint atomically: a kill mid-write leaves the previous one intact."""
+        state = {
+            "config": config_lib.to_dict(self.cfg),
+            "agent": self.agent.state_dict(),
+            "env": env_state(self.env),
+            "obs": self.obs.cpu(),
+            "counters": asdict(self.counters),
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        }
+        path = self.run_dir / CHECKPOINT
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    def run_eval(self) -> dict[str, float]:
+        c = self.counters
+        returns = evaluate(self.agent, self.eval_env, episode_seed(self.cfg.seed, 1, self.frame))
+        c.evals += 1
+        c.next_eval = self.frame + self.cfg.eval_every
+        row = {"frame": self.frame, "update": c.update, "episode_reward": float(np.mean(returns)),
+               "episode_reward_std": float(np.std(returns)), "time": c.elapsed}
+        self.logger.log("eval", row)
+        return row
+
+    def train(self, verbose: bool = True) -> list[dict[str, Any]]:
+        """Train until `cfg.frames`; returns the train rows logged by this session."""
+        cfg, c, agent = self.cfg, self.counters, self.agent
+        rows: list[dict[str, Any]] = []
+        start, session_frame = time.perf_counter() - c.elapsed, self.frame
+        while c.update < agent.total_updates:
+            if self.frame >= c.next_eval:
+                row = self.run_eval()
+                if verbose:
+                    console.print(f"eval  frame {self.frame:>9,}  reward {row['episode_reward']:8.1f}")
+            t0 = time.perf_counter()
+            self.obs, episodes = agent.collect(self.obs)
+            metrics = agent.update(self.obs)
+            c.update += 1
+            c.elapsed = time.perf_counter() - start
+            row = {"frame": self.frame, "update": c.update,
+                   "fps": round(self.frames_per_update / (time.perf_counter() - t0)), "time": c.elapsed}
+            if episodes:
+                row["episode_return"] = sum(r for r, _ in episodes) / len(episodes)
+                row["episode_length"] = sum(n for _, n in episodes) / len(episodes)
+            row.update(metrics)
+            self.logger.log("train", row)
+            rows.append(row)
+            if verbose and "episode_return" in row:
+                console.print(f"frame {self.frame:>9,}  return {row['episode_return']:8.1f}  fps {row['fps']:>7}")
+            if self.frame >= c.next_checkpoint or c.update == agent.total_updates:
+                c.next_checkpoint = self.frame + cfg.checkpoint_every
+                self.save_checkpoint()
+        if c.evals == 0 or self.frame >= c.next_eval:
+            row = self.run_eval()
+            if verbose:
+                console.print(f"eval  frame {self.frame:>9,}  reward {row['episode_reward']:8.1f}")
+            self.save_checkpoint()
+        if verbose and self.frame > session_frame:
+            console.print(f"{self.frame - session_frame:,} frames at {(self.frame - session_frame) / max(c.elapsed, 1e-9):,.0f} frames/s")
+        meta.finish(self.run_dir, self.frame, c.elapsed)
+        self.logger.close()
+        self.env.close()
+        self.eval_env.close()
+        return rows
+
+
+def train_ppo(cfg: TrainConfig, verbose: bool = True) -> list[dict[str, Any]]:
+    """Trains PPO (`agent=ppo`) for `cfg.frames` env frames (resuming from `run_dir`); returns this session's
+    train rows."""
+    return PPORun(cfg).train(verbose)
+
+
+def is_ppo_run(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a PPO run (its `config.yaml` says `agent: {name: ppo}`)."""
+    path = Path(run_dir) / "config.yaml"
+    return path.exists() and config_lib.load(path).agent.name == "ppo"
+
+
+def evaluate_run(run_dir: Path, episodes: int, device: str = "auto") -> tuple[TrainConfig, list[float]]:
+    """`ssrl eval` of a PPO run: the config and the returns of `episodes` deterministic episodes (one per env of
+    a batched env, reset with seed `seed + 10000` as `ssrl eval` does) of the policy in the run's checkpoint."""
+    cfg = config_lib.load(Path(run_dir) / "config.yaml")
+    path = Path(run_dir) / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: the run has not written a checkpoint yet")
+    dev = resolve_device(device)
+    env = make_env(cfg, episodes, dev)
+    agent = make_agent(cfg, env, dev)
+    try:
+        agent.model.load_state_dict(torch.load(path, map_location=dev, weights_only=True)["agent"]["model"])
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {path} is unreadable or does not match the run's config.yaml ({e})") from None
+    returns = evaluate(agent, env, cfg.seed + 10_000)
+    env.close()
+    return cfg, returns

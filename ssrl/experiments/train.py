@@ -33,7 +33,7 @@ from ssrl.experiments.logger import Logger, start_wandb
 CHECKPOINT = "checkpoint.pt"
 # Keys a resumed run may change; any other difference from the stored config is an error.
 RESUMABLE_KEYS = {"frames", "eval_every", "eval_episodes", "checkpoint_every", "wandb", "wandb_project",
-                  "wandb_mode", "progress", "device", "threads", "run_dir", "experiment",
+                  "wandb_mode", "progress", "device", "threads", "env_threads", "run_dir", "experiment",
                   "speed.channels_last", "speed.compile", "speed.prefetch"}
 console = Console()
 
@@ -63,6 +63,29 @@ def make_env(cfg: TrainConfig, render_size: int | None = None) -> gym.Env:
     """The run's environment; ``render_size`` sets the side of ``env.render()`` video frames (default: ``size``)."""
     return make(cfg.env, obs=cfg.obs, size=cfg.size, frame_stack=cfg.frame_stack,
                 action_repeat=cfg.action_repeat or None, render=cfg.render, render_size=render_size)
+
+
+def read_checkpoint(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | None:
+    """The checkpoint in ``run_dir`` (None if there is none), checked against ``cfg``: a config that differs
+    in keys outside ``RESUMABLE_KEYS`` is a :class:`ConfigError` (call it before any work starts)."""
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file: say which and what to do
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}). Move it away to start "
+                              f"this run over, or use another run_dir; nothing was changed.") from None
+    try:
+        stored_cfg = config_lib.from_dict(state["config"])
+    except (KeyError, ConfigError) as e:
+        raise CheckpointError(f"checkpoint {path} holds no valid config ({e}); nothing was changed.") from None
+    changed = {k: v for k, v in config_lib.diff(stored_cfg, cfg).items() if k not in RESUMABLE_KEYS}
+    if changed:
+        lines = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        raise ConfigError(f"{run_dir} holds a run with a different config ({lines}). Use the same "
+                          f"settings to resume, or a new run_dir.")
+    return state
 
 
 @dataclass
@@ -137,24 +160,7 @@ class Trainer:
 
     def _stored_state(self) -> dict[str, Any] | None:
         """The checkpoint in ``run_dir``, checked against this config (before any work starts)."""
-        path = self.run_dir / CHECKPOINT
-        if not path.exists():
-            return None
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # a truncated or foreign file: say which and what to do
-            raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}). Move it away to start "
-                               f"this run over, or use another run_dir; nothing was changed.") from None
-        try:
-            stored_cfg = config_lib.from_dict(state["config"])
-        except (KeyError, ConfigError) as e:
-            raise CheckpointError(f"checkpoint {path} holds no valid config ({e}); nothing was changed.") from None
-        changed = {k: v for k, v in config_lib.diff(stored_cfg, self.cfg).items() if k not in RESUMABLE_KEYS}
-        if changed:
-            lines = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
-            raise ConfigError(f"{self.run_dir} holds a run with a different config ({lines}). Use the same "
-                              f"settings to resume, or a new run_dir.")
-        return state
+        return read_checkpoint(self.run_dir, self.cfg)
 
     def _restore(self, state: dict[str, Any] | None) -> None:
         if state is None:
