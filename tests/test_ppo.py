@@ -174,9 +174,9 @@ def test_interrupted_ppo_run_resumes_exactly(tmp_path: Path, monkeypatch: pytest
     # reacher: per-env task state (targets). Episodes of 125 agent steps (action repeat 8) = 5 updates of 25
     # steps; checkpoints at updates 1, 4, 7, 10, 12. The run crashes in update 8 and resumes mid-episode from
     # update 7, after one restart (new targets), and the restart in update 10 draws from the env's RNG.
-    args = ("agent=ppo obs=state env=dmc/reacher-easy num_envs=4 frames=9600 action_repeat=8 device=cpu env_threads=1 "
-            "agent.num_steps=25 agent.minibatches=2 agent.epochs=1 representation=world_model checkpoint_every=2400 "
-            "eval_every=3000 eval_episodes=2").split()  # fmt: skip
+    args = ["agent=ppo", "obs=state", "env=dmc/reacher-easy", "num_envs=4", "frames=9600", "action_repeat=8",
+            "device=cpu", "env_threads=1", "agent.num_steps=25", "agent.minibatches=2", "agent.epochs=1",
+            "representation=world_model", "checkpoint_every=2400", "eval_every=3000", "eval_episodes=2"]
     train_ppo(parse_overrides([*args, f"run_dir={tmp_path / 'whole'}"]), verbose=False)
 
     collect, calls = PPO.collect, []

@@ -32,7 +32,13 @@ from ssrl.envs.batched import BatchedEnv, CpuSim, make_batched
 from ssrl.errors import CheckpointError, ConfigError
 from ssrl.experiments import meta
 from ssrl.experiments.logger import Logger, start_wandb
-from ssrl.experiments.train import CHECKPOINT, episode_seed, read_checkpoint, resolve_device, start_process
+from ssrl.experiments.train import (
+    CHECKPOINT,
+    episode_seed,
+    read_checkpoint,
+    resolve_device,
+    start_process,
+)
 
 console = Console()
 
@@ -231,16 +237,16 @@ def evaluate_run(run_dir: Path, episodes: int, device: str = "auto") -> tuple[Tr
     """`ssrl eval` of a PPO run: the config and the returns of `episodes` deterministic episodes (one per env of
     a batched env, reset with seed `seed + 10000` as `ssrl eval` does) of the policy in the run's checkpoint."""
     cfg = config_lib.load(Path(run_dir) / "config.yaml")
-    path = Path(run_dir) / CHECKPOINT
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: the run has not written a checkpoint yet")
+    state = read_checkpoint(Path(run_dir), cfg)
+    if state is None:
+        raise FileNotFoundError(f"{Path(run_dir) / CHECKPOINT} not found: the run has not written a checkpoint yet")
     dev = resolve_device(device)
     env = make_env(cfg, episodes, dev)
     agent = make_agent(cfg, env, dev)
     try:
-        agent.model.load_state_dict(torch.load(path, map_location=dev, weights_only=True)["agent"]["model"])
-    except Exception as e:
-        raise CheckpointError(f"checkpoint {path} is unreadable or does not match the run's config.yaml ({e})") from None
+        agent.model.load_state_dict(state["agent"]["model"])
+    except RuntimeError as e:  # the weights do not fit the network the config builds
+        raise CheckpointError(f"checkpoint of {run_dir} does not match its config.yaml ({e})") from None
     returns = evaluate(agent, env, cfg.seed + 10_000)
     env.close()
     return cfg, returns
