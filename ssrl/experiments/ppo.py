@@ -26,7 +26,7 @@ import torch
 from rich.console import Console
 
 from ssrl import config as config_lib
-from ssrl.agents.ppo import PPO
+from ssrl.agents.ppo import PPO, ActorCritic
 from ssrl.config import TrainConfig
 from ssrl.envs.batched import BatchedEnv, CpuSim, make_batched
 from ssrl.errors import CheckpointError, ConfigError
@@ -39,6 +39,7 @@ from ssrl.experiments.train import (
     resolve_device,
     start_process,
 )
+from ssrl.experiments.train import make_env as make_single_env
 
 console = Console()
 
@@ -233,20 +234,35 @@ def is_ppo_run(run_dir: Path) -> bool:
     return path.exists() and config_lib.load(path).agent.name == "ppo"
 
 
-def evaluate_run(run_dir: Path, episodes: int, device: str = "auto") -> tuple[TrainConfig, list[float]]:
-    """`ssrl eval` of a PPO run: the config and the returns of `episodes` deterministic episodes (one per env of
-    a batched env, reset with seed `seed + 10000` as `ssrl eval` does) of the policy in the run's checkpoint."""
+class Policy:
+    """A trained PPO actor behind the off-policy agents' acting interface (`act`, `train`), for `ssrl eval` in
+    the run's single, renderable env (`ssrl.envs.make`): its state observations and [-1, 1] action mapping are
+    those of the batched tasks."""
+
+    def __init__(self, model: ActorCritic, device: torch.device) -> None:
+        self.model, self.device = model, device
+
+    def train(self, mode: bool = True) -> None:
+        self.model.train(mode)
+
+    def act(self, obs: np.ndarray, frame: int, eval_mode: bool) -> np.ndarray:
+        obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=self.device)[None]
+        return self.model.act(obs_tensor, deterministic=eval_mode)[0].cpu().numpy()
+
+
+def load_policy(run_dir: Path, device: str = "auto", render_size: int | None = None) -> tuple[TrainConfig, Policy, Any]:
+    """`ssrl eval`'s view of a PPO run (as `train.load_run`): its config, the policy of its latest checkpoint
+    and the run's env as a single renderable env."""
     cfg = config_lib.load(Path(run_dir) / "config.yaml")
     state = read_checkpoint(Path(run_dir), cfg)
     if state is None:
         raise FileNotFoundError(f"{Path(run_dir) / CHECKPOINT} not found: the run has not written a checkpoint yet")
+    env = make_single_env(cfg, render_size)
     dev = resolve_device(device)
-    env = make_env(cfg, episodes, dev)
-    agent = make_agent(cfg, env, dev)
+    model = ActorCritic(env.observation_space, env.action_space.shape[0], cfg.agent, cfg.encoder,
+                        shared_encoder=cfg.representation.name != "none").to(dev)
     try:
-        agent.model.load_state_dict(state["agent"]["model"])
+        model.load_state_dict(state["agent"]["model"])
     except RuntimeError as e:  # the weights do not fit the network the config builds
         raise CheckpointError(f"checkpoint of {run_dir} does not match its config.yaml ({e})") from None
-    returns = evaluate(agent, env, cfg.seed + 10_000)
-    env.close()
-    return cfg, returns
+    return cfg, Policy(model, dev), env
