@@ -46,6 +46,8 @@ console = Console()
 
 @dataclass
 class Counters:
+    """Progress of a run, saved in its checkpoint (frames = update * frames per update)."""
+
     update: int = 0
     evals: int = 0
     next_eval: int = 0
@@ -54,6 +56,7 @@ class Counters:
 
 
 def make_env(cfg: TrainConfig, num_envs: int, device: torch.device, seed: int | None = None) -> BatchedEnv:
+    """`num_envs` envs of the run's task, batched; an env without a batched version is a ConfigError."""
     try:
         return make_batched(cfg.env, num_envs, device=device, backend=cfg.backend, seed=seed,
                             action_repeat=cfg.action_repeat or None, num_threads=cfg.env_threads)
