@@ -42,6 +42,7 @@ def _eval(args: list[str]) -> int:
     import imageio.v2 as imageio
     import numpy as np
 
+    from ssrl.experiments.ppo import is_ppo_run, load_policy
     from ssrl.experiments.train import evaluate, load_run
 
     opts = options("eval", args, {"run_dir": "", "episodes": "10", "video": "false", "device": "auto"})
@@ -49,7 +50,8 @@ def _eval(args: list[str]) -> int:
         raise ConfigError("ssrl eval needs run_dir=<path of a training run>")
     run_dir = Path(opts["run_dir"])
     want_video = opts["video"].lower() not in ("false", "0", "no", "")
-    cfg, agent, env = load_run(run_dir, opts["device"], render_size=VIDEO_SIZE if want_video else None)
+    load = load_policy if is_ppo_run(run_dir) else load_run  # PPO: its policy in the run's single env
+    cfg, agent, env = load(run_dir, opts["device"], render_size=VIDEO_SIZE if want_video else None)
     frames: list[np.ndarray] | None = [] if want_video else None
     returns = evaluate(agent, env, int(opts["episodes"]), cfg.seed + 10_000, 0, frames)
     print(f"{cfg.env}: mean return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} episodes")

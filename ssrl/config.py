@@ -337,6 +337,9 @@ def num_envs(cfg: TrainConfig) -> int:
     return cfg.num_envs or (64 if isinstance(cfg.agent, PPOConfig) else 1)
 
 
+PPO_REPRESENTATIONS = ("none", "spr", "masked", "world_model")  # state-observation objectives PPO trains
+
+
 def _validate_ppo(cfg: TrainConfig) -> None:
     ppo = cfg.agent
     for key in ("num_steps", "epochs", "minibatches"):
@@ -347,8 +350,16 @@ def _validate_ppo(cfg: TrainConfig) -> None:
                           "transitions of a rollout (num_envs * agent.num_steps)")
     if cfg.obs != "state":
         raise ConfigError(f"obs={cfg.obs}: agent=ppo runs batched envs with state observations; set obs=state")
-    if cfg.representation.name != "none":
-        raise ConfigError(f"representation={cfg.representation.name}: agent=ppo takes representation=none")
+    rep = cfg.representation
+    if rep.name not in PPO_REPRESENTATIONS:
+        raise ConfigError(f"representation={rep.name}: agent=ppo with obs=state takes representation="
+                          f"{', '.join(PPO_REPRESENTATIONS)} (CURL contrasts augmented views of pixels)")
+    if getattr(rep, "intrinsic_coef", 0.0) > 0:
+        raise ConfigError(f"representation.intrinsic_coef={rep.intrinsic_coef}: agent=ppo takes no intrinsic "
+                          "reward; set representation.intrinsic_coef=0")
+    if getattr(rep, "k", 0) > ppo.num_steps:
+        raise ConfigError(f"representation.k={rep.k}: sequences come from one rollout, so k must be <= "
+                          f"agent.num_steps={ppo.num_steps}")
 
 
 def split_pairs(args: list[str]) -> list[tuple[str, str]]:

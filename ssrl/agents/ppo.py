@@ -7,6 +7,13 @@ with truncation bootstrapping (same-step autoreset: a truncated episode's last o
 value loss and entropy bonus. Observations are normalised by running statistics and rewards scaled by
 the running std of the discounted return. Actor and critic each own an encoder from
 `ssrl.nn.encoders.make_encoder` (the run's `encoder.*` keys) followed by an MLP head.
+
+With a representation (`representation=spr|masked|world_model`) actor and critic share one encoder,
+trained by the PPO loss and by the self-supervised loss (UNREAL, ATC and RAD/DrAC on Procgen add their
+auxiliary losses to PPO/A2C the same way: one trunk under policy, value and auxiliary heads). After each
+PPO minibatch step `update_representation` takes one step of that loss on a batch drawn from the rollout:
+transitions (obs, action, reward, next obs) or, for modules with `sequence_length` K, K-step sequences that
+lie inside one episode (the rollout's `next_obs` holds `info["final_obs"]` where an episode ended).
 """
 
 from __future__ import annotations
@@ -17,9 +24,11 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from ssrl.config import EncoderConfig, PPOConfig
+from ssrl.config import EncoderConfig, PPOConfig, RepresentationConfig
+from ssrl.nn.augment import Augment
 from ssrl.nn.encoders import make_encoder
-from ssrl.nn.utils import mlp
+from ssrl.nn.utils import adam, mlp
+from ssrl.representations import make_representation
 
 
 class RunningMeanStd(nn.Module):
@@ -45,29 +54,43 @@ class RunningMeanStd(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    """Gaussian policy (state-independent log std) and value function, each encoder -> MLP."""
+    """Gaussian policy (state-independent log std) and value function, each encoder -> MLP.
+
+    The encoders are `actor_encoder` and `critic_encoder`, or one `encoder` when `shared_encoder`."""
 
     def __init__(self, observation_space: gym.spaces.Box, action_dim: int, cfg: PPOConfig,
-                 encoder_cfg: EncoderConfig) -> None:
+                 encoder_cfg: EncoderConfig, shared_encoder: bool = False) -> None:
         super().__init__()
         self.obs_rms = RunningMeanStd(observation_space.shape)
-        self.actor_encoder = make_encoder(observation_space, encoder_cfg)
-        self.critic_encoder = make_encoder(observation_space, encoder_cfg)
-        self.actor = mlp(self.actor_encoder.features_dim, cfg.hidden_dim, action_dim)
-        self.critic = mlp(self.critic_encoder.features_dim, cfg.hidden_dim, 1)
+        if shared_encoder:
+            self.encoder = make_encoder(observation_space, encoder_cfg)
+        else:
+            self.actor_encoder = make_encoder(observation_space, encoder_cfg)
+            self.critic_encoder = make_encoder(observation_space, encoder_cfg)
+        actor_encoder, critic_encoder = self.encoders
+        self.actor = mlp(actor_encoder.features_dim, cfg.hidden_dim, action_dim)
+        self.critic = mlp(critic_encoder.features_dim, cfg.hidden_dim, 1)
         self.log_std = nn.Parameter(torch.full((action_dim,), cfg.init_log_std))
         nn.init.orthogonal_(self.actor[-1].weight, 0.01)
         nn.init.zeros_(self.actor[-1].bias)
         self.norm_obs = cfg.norm_obs
 
-    def _prepare(self, obs: torch.Tensor) -> torch.Tensor:
+    @property
+    def encoders(self) -> tuple[nn.Module, nn.Module]:
+        """The (actor's, critic's) encoders: the same module twice when shared."""
+        if hasattr(self, "encoder"):
+            return self.encoder, self.encoder
+        return self.actor_encoder, self.critic_encoder
+
+    def prepare(self, obs: torch.Tensor) -> torch.Tensor:
+        """What the encoders see: observations normalised by the running statistics (if `norm_obs`)."""
         return self.obs_rms.normalize(obs) if self.norm_obs else obs
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.critic(self.critic_encoder(self._prepare(obs))).squeeze(-1)
+        return self.critic(self.encoders[1](self.prepare(obs))).squeeze(-1)
 
     def distribution(self, obs: torch.Tensor) -> torch.distributions.Normal:
-        mean = self.actor(self.actor_encoder(self._prepare(obs)))
+        mean = self.actor(self.encoders[0](self.prepare(obs)))
         return torch.distributions.Normal(mean, self.log_std.exp().expand_as(mean))
 
     @torch.no_grad()
@@ -81,12 +104,25 @@ class PPO:
     """The PPO learner: `collect()` fills a rollout from a batched env, `update()` trains on it."""
 
     def __init__(self, env: gym.vector.VectorEnv, cfg: PPOConfig, device: torch.device, total_updates: int,
-                 encoder_cfg: EncoderConfig | None = None) -> None:
+                 encoder_cfg: EncoderConfig | None = None, repr_cfg: RepresentationConfig | None = None) -> None:
         self.cfg, self.env, self.device = cfg, env, device
         self.num_envs = env.num_envs
-        self.model = ActorCritic(env.single_observation_space, env.single_action_space.shape[0], cfg,
-                                 encoder_cfg or EncoderConfig()).to(device)
+        obs_space, action_space = env.single_observation_space, env.single_action_space
+        repr_cfg = repr_cfg or RepresentationConfig()
+        self.model = ActorCritic(obs_space, action_space.shape[0], cfg, encoder_cfg or EncoderConfig(),
+                                 shared_encoder=repr_cfg.name != "none").to(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, eps=1e-5)
+        # The representation seam (as in OffPolicyAgent): a module, its optimizer, its loss weight.
+        self.augment = Augment("none", obs_space)  # state observations: identity (floats)
+        self.representation = make_representation(repr_cfg, self.model.encoders[1], obs_space, action_space)
+        self.repr_opt: torch.optim.Optimizer | None = None
+        if self.representation is not None:
+            self.representation.to(device)
+            params = list(self.representation.parameters())
+            if self.representation.trains_encoder:
+                params += list(self.model.encoders[1].parameters())
+            self.repr_opt = adam(params, lr=repr_cfg.lr)
+        self.repr_weight = repr_cfg.weight
         self.return_rms = RunningMeanStd().to(device)
         self._discounted = torch.zeros(self.num_envs, device=device)
         self.total_updates, self.updates = total_updates, 0
@@ -98,6 +134,9 @@ class PPO:
         self.rewards = torch.zeros(t, n, device=device)
         self.dones = torch.zeros(t, n, device=device)
         self.values = torch.zeros(t, n, device=device)
+        if self.representation is not None:  # what the representation batches need besides the above
+            self.next_obs = torch.zeros(t, n, *obs_dim, device=device)  # obs[t+1], or the final obs at episode ends
+            self.env_rewards = torch.zeros(t, n, device=device)  # unscaled, no bootstrap
 
     @torch.no_grad()
     def collect(self, obs: torch.Tensor) -> tuple[torch.Tensor, list[tuple[float, float]]]:
@@ -112,6 +151,11 @@ class PPO:
             self.log_probs[t], self.values[t] = dist.log_prob(action).sum(-1), model.value(obs)
             obs, reward, terminated, truncated, info = self.env.step(action.clamp(-1, 1))
             reward, terminated, truncated = (x.to(self.device) for x in (reward, terminated, truncated))
+            if self.representation is not None:
+                self.env_rewards[t], self.next_obs[t] = reward, obs.to(self.device)
+                if "final_obs" in info:
+                    ended = (terminated | truncated)[:, None]
+                    self.next_obs[t] = torch.where(ended, info["final_obs"].to(self.device), self.next_obs[t])
             reward = self._scale_reward(reward, terminated | truncated)
             if truncated.any():  # bootstrap the cut-off tail from the final observation's value
                 final_value = model.value(info["final_obs"].to(self.device))
@@ -165,6 +209,8 @@ class PPO:
             for start in range(0, minibatch * cfg.minibatches, minibatch):
                 index = order[start : start + minibatch]
                 metrics = self.update_step({k: v[index] for k, v in batch.items()})
+                if self.representation is not None:
+                    metrics |= self.update_representation(self.representation_batch(minibatch))
                 for key, value in metrics.items():
                     totals[key] = totals.get(key, 0.0) + value / (cfg.epochs * cfg.minibatches)
         if cfg.norm_obs:  # after the update, so that collect and update saw the same statistics
@@ -198,6 +244,57 @@ class PPO:
         return {"policy_loss": policy_loss.item(), "value_loss": value_loss.item(), "entropy": entropy.item(),
                 "approx_kl": approx_kl.item(), "clip_fraction": clip_fraction.item()}  # fmt: skip
 
+    @torch.no_grad()
+    def representation_batch(self, size: int) -> dict[str, torch.Tensor]:
+        """`size` draws (with replacement) from the rollout, in the format of `ReplayBuffer.sample` (obs,
+        action, reward, next_obs: (B, ...)) or, for a module with `sequence_length` K, of
+        `ReplayBuffer.sample_sequences` (obs (B, K+1, ...), action (B, K, A), reward (B, K)) with each sequence
+        inside one episode. Observations are normalised as the encoders see them; rewards are the env's."""
+        assert self.representation is not None
+        k, steps = self.representation.sequence_length, self.cfg.num_steps
+        if k == 0:
+            flat = torch.randint(0, steps * self.num_envs, (size,), device=self.device)
+            t, env = flat // self.num_envs, flat % self.num_envs
+            return {"obs": self.model.prepare(self.obs[t, env]), "action": self.actions[t, env],
+                    "reward": self.env_rewards[t, env], "next_obs": self.model.prepare(self.next_obs[t, env])}
+        # Start t is valid when no episode ends before the last step t+k-1 (that one may end: next_obs has it).
+        ends = self.dones[: steps - 1].cumsum(0)
+        ends = torch.cat([torch.zeros_like(ends[:1]), ends])  # ends[t]: episode ends among steps < t
+        valid = ends[k - 1 :] == ends[: steps - k + 1]  # (steps - k + 1, num_envs)
+        flat = torch.multinomial(valid.flatten().float(), size, replacement=True)
+        t, env = flat // self.num_envs, flat % self.num_envs
+        window = t[:, None] + torch.arange(k, device=self.device)  # (B, K)
+        obs = torch.cat([self.obs[t, env][:, None], self.next_obs[window, env[:, None]]], dim=1)
+        return {"obs": self.model.prepare(obs), "action": self.actions[window, env[:, None]],
+                "reward": self.env_rewards[window, env[:, None]]}
+
+    def update_representation(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One step of the self-supervised loss; trains its module and, if `trains_encoder`, the critic's
+        encoder (shared with the actor)."""
+        assert self.representation is not None and self.repr_opt is not None
+        encoder = self.representation.encoder_view(self.model.encoders[1])
+        loss, metrics = self.representation.loss(batch, encoder, self.augment)
+        self.repr_opt.zero_grad(set_to_none=True)
+        (self.repr_weight * loss).backward()
+        self.repr_opt.step()
+        self.representation.update_targets()
+        return {"repr_loss": loss.item(), **{f"repr_{k}": float(v) for k, v in metrics.items()}}
+
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "return_rms": self.return_rms.state_dict(), "updates": self.updates}  # fmt: skip
+        """Everything that continues training exactly: weights, optimizers, running statistics, counters."""
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "return_rms": self.return_rms.state_dict(), "discounted": self._discounted.clone(),
+                 "updates": self.updates}  # fmt: skip
+        if self.representation is not None and self.repr_opt is not None:
+            state |= {"representation": self.representation.state_dict(), "repr_opt": self.repr_opt.state_dict()}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.return_rms.load_state_dict(state["return_rms"])
+        self._discounted.copy_(state["discounted"])
+        self.updates = int(state["updates"])
+        if self.representation is not None and self.repr_opt is not None:
+            self.representation.load_state_dict(state["representation"])
+            self.repr_opt.load_state_dict(state["repr_opt"])

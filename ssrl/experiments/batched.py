@@ -32,10 +32,10 @@ import numpy as np
 import torch
 
 from ssrl import config as config_lib
-from ssrl.agents import OffPolicyAgent, make_agent
+from ssrl.agents import make_agent
 from ssrl.config import TrainConfig
 from ssrl.data import DeviceReplay
-from ssrl.envs.batched import BatchedEnv, list_batched_tasks, make_batched
+from ssrl.envs.batched import list_batched_tasks
 from ssrl.envs.batched.tasks import EPISODE_CONTROL_STEPS
 from ssrl.errors import ConfigError
 from ssrl.experiments import meta
@@ -43,6 +43,8 @@ from ssrl.experiments.train import (
     Counters,
     console,
     episode_seed,
+    evaluate_batched,
+    make_batched_env,
     progress_bar,
     read_checkpoint,
     restore_rng,
@@ -72,26 +74,6 @@ def check_batched(cfg: TrainConfig) -> None:
                           f"(num_envs=1 runs pixels as one env)")
 
 
-def make_env(cfg: TrainConfig, num_envs: int, device: torch.device, seed: int) -> BatchedEnv:
-    return make_batched(cfg.env, num_envs, device=device, backend=cfg.backend, seed=seed,
-                        action_repeat=cfg.action_repeat or None, num_threads=cfg.env_threads)
-
-
-@torch.no_grad()
-def evaluate(agent: OffPolicyAgent, env: BatchedEnv, seed: int, frame: int) -> list[float]:
-    """Return of the first deterministic-policy episode of each of ``env``'s envs."""
-    agent.train(False)
-    obs, _ = env.reset(seed=episode_seed(seed, 1, frame))
-    returns = torch.full((env.num_envs,), float("nan"), device=env.device)
-    while bool(returns.isnan().any()):
-        obs, _, _, _, info = env.step(agent.act_batch(obs, frame, eval_mode=True))
-        if "episode" in info:
-            first = info["_episode"] & returns.isnan()
-            returns = torch.where(first, info["episode"]["r"], returns)
-    agent.train(True)
-    return returns.tolist()
-
-
 class BatchedTrainer:
     """Holds one run on batched envs. ``BatchedTrainer(cfg).train()`` trains, or resumes from ``run_dir``."""
 
@@ -103,8 +85,8 @@ class BatchedTrainer:
         stored = read_checkpoint(self.run_dir, cfg)
         self.device = start_process(cfg.seed, cfg.threads or 1, cfg.device)  # the physics pool owns the cores
         self.num_envs = cfg.num_envs
-        self.env = make_env(cfg, self.num_envs, self.device, cfg.seed)
-        self.eval_env = make_env(cfg, cfg.eval_episodes, self.device, cfg.seed + 1)
+        self.env = make_batched_env(cfg, self.num_envs, self.device, cfg.seed)
+        self.eval_env = make_batched_env(cfg, cfg.eval_episodes, self.device, cfg.seed + 1)
         self.action_repeat = self.env.action_repeat
         self.chunk_steps = math.ceil(EPISODE_CONTROL_STEPS / self.action_repeat)
         self.updates_per_step = cfg.updates_per_step or self.num_envs / cfg.agent.update_every
@@ -213,7 +195,10 @@ class BatchedTrainer:
 
     def run_eval(self) -> dict[str, float]:
         c = self.counters
-        returns = evaluate(self.agent, self.eval_env, self.cfg.seed, self.frame)
+        self.agent.train(False)
+        returns = evaluate_batched(lambda obs: self.agent.act_batch(obs, self.frame, eval_mode=True), self.eval_env,
+                                   episode_seed(self.cfg.seed, 1, self.frame))
+        self.agent.train(True)
         c.evals += 1
         c.next_eval = self.frame + self.cfg.eval_every
         row = {"frame": self.frame, "step": c.step, "episode": c.episode, "episode_reward": float(np.mean(returns)),

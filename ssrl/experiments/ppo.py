@@ -1,72 +1,232 @@
 """PPO run loop on batched envs: `ssrl train agent=ppo obs=state env=dmc/cartpole-balance num_envs=64`.
 
-The same command runs thousands of envs on a GPU (`device=cuda num_envs=4096`). Logs `train.csv`
-(frame, episode return/length of episodes finished in the rollout, env frames/s, losses) in `run_dir`
-and saves `ppo.pt` at the end. Frames count environment (control) steps: agent steps x action repeat x envs.
-On CPU, `threads=0` gives torch one thread: the physics thread pool (`env_threads`) owns the cores.
+The same command runs thousands of envs on a GPU (`device=cuda num_envs=4096`). Writes what the off-policy
+`Trainer` writes, so `ssrl report`, `ssrl eval` and multirun treat PPO runs like the others: `config.yaml`,
+`meta.json`, `train.csv` (one row per update: frame, return/length of the episodes finished in the rollout,
+env frames/s, losses), `eval.csv` (every `eval_every` frames: mean and std of `eval_episodes` deterministic
+episodes, one per env of a separate batched env) and `checkpoint.pt` (every `checkpoint_every` frames and at
+the end). Rerunning the same command resumes from the checkpoint: with `backend=cpu` exactly as if never
+stopped (weights, optimizers, running statistics, every env's physics state, step counters and RNG, torch's
+RNG); with `backend=warp` the envs start fresh episodes. Frames count environment (control) steps: agent
+steps x action repeat x envs. On CPU, `threads=0` gives torch one thread: the physics thread pool
+(`env_threads`) owns the cores.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from rich.console import Console
 
 from ssrl import config as config_lib
-from ssrl.agents.ppo import PPO
+from ssrl.agents.ppo import PPO, ActorCritic
 from ssrl.config import TrainConfig
-from ssrl.envs.batched import make_batched
-from ssrl.errors import ConfigError
-from ssrl.experiments.logger import CSVLog
-from ssrl.experiments.train import start_process
+from ssrl.envs.batched import BatchedEnv, CpuSim
+from ssrl.errors import CheckpointError
+from ssrl.experiments import meta
+from ssrl.experiments.train import (
+    CHECKPOINT,
+    episode_seed,
+    evaluate_batched,
+    make_batched_env,
+    read_checkpoint,
+    resolve_device,
+    restore_rng,
+    rng_state,
+    start_logging,
+    start_process,
+    write_checkpoint,
+)
+from ssrl.experiments.train import make_env as make_single_env
+
+console = Console()
+
+
+@dataclass
+class Counters:
+    """Progress of a run, saved in its checkpoint (frames = update * frames per update)."""
+
+    update: int = 0
+    evals: int = 0
+    next_eval: int = 0
+    next_checkpoint: int = 0
+    elapsed: float = 0.0
+
+
+def make_agent(cfg: TrainConfig, env: BatchedEnv, device: torch.device) -> PPO:
+    """The run's PPO learner; the LR anneals over the updates that `cfg.frames` takes."""
+    frames_per_update = cfg.agent.num_steps * env.num_envs * env.action_repeat
+    total_updates = max(1, math.ceil(cfg.frames / frames_per_update))
+    return PPO(env, cfg.agent, device, total_updates, cfg.encoder, cfg.representation)
+
+
+# ------------------------------------------------------------------------------------------- env state
+def env_state(env: BatchedEnv) -> dict[str, Any]:
+    """What continues every env of a cpu-backend `BatchedEnv` exactly: MuJoCo's integration state of each env
+    (`mujoco.batch.Batch.state`), the per-env task tensors (reacher's targets), step/return/length counters
+    and the initial-state generator. A warp backend gives `{}` (its episodes restart on resume)."""
+    if not isinstance(env.sim, CpuSim):
+        return {}
+    task = {k: v.clone() for k, v in vars(env.task).items()
+            if isinstance(v, torch.Tensor) and v.shape[:1] == (env.num_envs,)}
+    return {"sim": torch.from_numpy(env.sim.batch.state.copy()), "task": task, "steps": env._steps.clone(),
+            "return": env._return.clone(), "length": env._length.clone(), "rng": env._rng.bit_generator.state}
+
+
+def load_env_state(env: BatchedEnv, state: dict[str, Any]) -> None:
+    """Inverse of :func:`env_state`. The next step continues bit-exactly (`mujoco.batch` recomputes derived
+    fields from written state rows; checked on every batched task, mid-episode and right after a restart)."""
+    assert isinstance(env.sim, CpuSim)
+    env.sim.batch.state[:] = state["sim"].numpy()
+    for key, value in state["task"].items():
+        getattr(env.task, key).copy_(value)
+    env._steps.copy_(state["steps"])
+    env._return.copy_(state["return"])
+    env._length.copy_(state["length"])
+    env._rng.bit_generator.state = state["rng"]
+
+
+# ------------------------------------------------------------------------------------------------- run
+class PPORun:
+    """One PPO run in `run_dir`: `PPORun(cfg).train()` trains, or resumes if `run_dir` has a checkpoint."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.run_dir = cfg.resolved_run_dir()
+        stored = read_checkpoint(self.run_dir, cfg)  # a changed config is refused before anything is written
+        self.device = start_process(cfg.seed, cfg.threads or 1, cfg.device)
+        self.env = make_batched_env(cfg, config_lib.num_envs(cfg), self.device, cfg.seed)
+        self.eval_env = make_batched_env(cfg, cfg.eval_episodes, self.device)
+        self.agent = make_agent(cfg, self.env, self.device)
+        self.frames_per_update = cfg.agent.num_steps * self.env.num_envs * self.env.action_repeat
+        self.counters = Counters()
+        self.obs, _ = self.env.reset(seed=cfg.seed)
+        if stored is not None:
+            self._restore(stored)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        meta.start(self.run_dir, config_lib.to_dict(cfg), self.frame)
+        self.logger = start_logging(cfg, self.run_dir, {"train": self.counters.update, "eval": self.counters.evals})
+
+    @property
+    def frame(self) -> int:
+        return self.counters.update * self.frames_per_update
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.agent.load_state_dict(state["agent"])
+        self.counters = Counters(**state["counters"])
+        if state["env"] and isinstance(self.env.sim, CpuSim):
+            load_env_state(self.env, state["env"])
+            self.obs = state["obs"].to(self.device)
+        else:  # warp: fresh episodes, seeded by the update they start at
+            self.obs, _ = self.env.reset(seed=episode_seed(self.cfg.seed, 2, self.counters.update))
+        restore_rng(state["rng"])
+        console.print(f"[bold]resumed[/] {self.run_dir} at frame {self.frame:,}")
+
+    def save_checkpoint(self) -> None:
+        write_checkpoint(self.run_dir, {"config": config_lib.to_dict(self.cfg), "agent": self.agent.state_dict(),
+                                        "env": env_state(self.env), "obs": self.obs.cpu(),
+                                        "counters": asdict(self.counters), "rng": rng_state()})
+
+    def run_eval(self) -> dict[str, float]:
+        c = self.counters
+        act = lambda obs: self.agent.model.act(obs.to(self.agent.device), deterministic=True)
+        returns = evaluate_batched(act, self.eval_env, episode_seed(self.cfg.seed, 1, self.frame))
+        c.evals += 1
+        c.next_eval = self.frame + self.cfg.eval_every
+        row = {"frame": self.frame, "update": c.update, "episode_reward": float(np.mean(returns)),
+               "episode_reward_std": float(np.std(returns)), "time": c.elapsed}
+        self.logger.log("eval", row)
+        return row
+
+    def train(self, verbose: bool = True) -> list[dict[str, Any]]:
+        """Train until `cfg.frames`; returns the train rows logged by this session."""
+        cfg, c, agent = self.cfg, self.counters, self.agent
+        rows: list[dict[str, Any]] = []
+        start, session_frame = time.perf_counter() - c.elapsed, self.frame
+        while c.update < agent.total_updates:
+            if self.frame >= c.next_eval:
+                row = self.run_eval()
+                if verbose:
+                    console.print(f"eval  frame {self.frame:>9,}  reward {row['episode_reward']:8.1f}")
+            t0 = time.perf_counter()
+            self.obs, episodes = agent.collect(self.obs)
+            metrics = agent.update(self.obs)
+            c.update += 1
+            c.elapsed = time.perf_counter() - start
+            row = {"frame": self.frame, "update": c.update,
+                   "fps": round(self.frames_per_update / (time.perf_counter() - t0)), "time": c.elapsed}
+            if episodes:
+                row["episode_return"] = sum(r for r, _ in episodes) / len(episodes)
+                row["episode_length"] = sum(n for _, n in episodes) / len(episodes)
+            row.update(metrics)
+            self.logger.log("train", row)
+            rows.append(row)
+            if verbose and "episode_return" in row:
+                console.print(f"frame {self.frame:>9,}  return {row['episode_return']:8.1f}  fps {row['fps']:>7}")
+            if self.frame >= c.next_checkpoint or c.update == agent.total_updates:
+                c.next_checkpoint = self.frame + cfg.checkpoint_every
+                self.save_checkpoint()
+        if c.evals == 0 or self.frame >= c.next_eval:
+            row = self.run_eval()
+            if verbose:
+                console.print(f"eval  frame {self.frame:>9,}  reward {row['episode_reward']:8.1f}")
+            self.save_checkpoint()
+        if verbose and self.frame > session_frame:
+            console.print(f"{self.frame - session_frame:,} frames at {(self.frame - session_frame) / max(c.elapsed, 1e-9):,.0f} frames/s")
+        meta.finish(self.run_dir, self.frame, c.elapsed)
+        self.logger.close()
+        self.env.close()
+        self.eval_env.close()
+        return rows
 
 
 def train_ppo(cfg: TrainConfig, verbose: bool = True) -> list[dict[str, Any]]:
-    """Trains PPO (`agent=ppo`) for `cfg.frames` env frames; returns the logged rows."""
-    device = start_process(cfg.seed, cfg.threads or 1, cfg.device)
+    """Trains PPO (`agent=ppo`) for `cfg.frames` env frames (resuming from `run_dir`); returns this session's
+    train rows."""
+    return PPORun(cfg).train(verbose)
+
+
+def is_ppo_run(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a PPO run (its `config.yaml` says `agent: {name: ppo}`)."""
+    path = Path(run_dir) / "config.yaml"
+    return path.exists() and config_lib.load(path).agent.name == "ppo"
+
+
+class Policy:
+    """A trained PPO actor behind the off-policy agents' acting interface (`act`, `train`), for `ssrl eval` in
+    the run's single, renderable env (`ssrl.envs.make`): its state observations and [-1, 1] action mapping are
+    those of the batched tasks."""
+
+    def __init__(self, model: ActorCritic, device: torch.device) -> None:
+        self.model, self.device = model, device
+
+    def train(self, mode: bool = True) -> None:
+        self.model.train(mode)
+
+    def act(self, obs: np.ndarray, frame: int, eval_mode: bool) -> np.ndarray:
+        obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=self.device)[None]
+        return self.model.act(obs_tensor, deterministic=eval_mode)[0].cpu().numpy()
+
+
+def load_policy(run_dir: Path, device: str = "auto", render_size: int | None = None) -> tuple[TrainConfig, Policy, Any]:
+    """`ssrl eval`'s view of a PPO run (as `train.load_run`): its config, the policy of its latest checkpoint
+    and the run's env as a single renderable env."""
+    cfg = config_lib.load(Path(run_dir) / "config.yaml")
+    state = read_checkpoint(Path(run_dir), cfg)
+    if state is None:
+        raise FileNotFoundError(f"{Path(run_dir) / CHECKPOINT} not found: the run has not written a checkpoint yet")
+    env = make_single_env(cfg, render_size)
+    dev = resolve_device(device)
+    model = ActorCritic(env.observation_space, env.action_space.shape[0], cfg.agent, cfg.encoder,
+                        shared_encoder=cfg.representation.name != "none").to(dev)
     try:
-        env = make_batched(cfg.env, config_lib.num_envs(cfg), device=device, backend=cfg.backend, seed=cfg.seed,
-                           action_repeat=cfg.action_repeat or None, num_threads=cfg.env_threads)
-    except ValueError as e:  # an env without a batched version, a bad backend
-        raise ConfigError(f"env={cfg.env}: {e}") from None
-    frames_per_update = cfg.agent.num_steps * env.num_envs * env.action_repeat
-    total_updates = max(1, math.ceil(cfg.frames / frames_per_update))
-    agent = PPO(env, cfg.agent, device, total_updates, cfg.encoder)
-    run_dir = cfg.resolved_run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = CSVLog(run_dir / "train.csv")
-    obs, _ = env.reset(seed=cfg.seed)
-    rows: list[dict[str, Any]] = []
-    start = time.perf_counter()
-    for update in range(total_updates):
-        obs, episodes = agent.collect(obs)
-        metrics = agent.update(obs)
-        frame = (update + 1) * frames_per_update
-        fps = round(frame / (time.perf_counter() - start))
-        row: dict[str, Any] = {"frame": frame, "update": update + 1, "fps": fps}
-        if episodes:
-            row["episode_return"] = sum(r for r, _ in episodes) / len(episodes)
-            row["episode_length"] = sum(n for _, n in episodes) / len(episodes)
-        row.update(metrics)
-        log.write(row)
-        rows.append(row)
-        if verbose and "episode_return" in row:
-            print(f"frame {frame:>9}  return {row['episode_return']:8.1f}  fps {row['fps']:>7}")
-    torch.save({"config": config_lib.to_dict(cfg), **agent.state_dict()}, run_dir / "ppo.pt")
-    env.close()
-    return rows
-
-
-@torch.no_grad()
-def evaluate(agent: PPO, env: Any) -> float:
-    """Mean return of one deterministic-policy episode per env (env is reset first)."""
-    obs, _ = env.reset()
-    returns = torch.full((env.num_envs,), float("nan"))
-    while returns.isnan().any():
-        obs, _, _, _, info = env.step(agent.model.act(obs.to(agent.device), deterministic=True))
-        if "episode" in info:
-            first = info["_episode"].cpu() & returns.isnan()
-            returns[first] = info["episode"]["r"].cpu()[first]
-    return float(returns.mean())
+        model.load_state_dict(state["agent"]["model"])
+    except RuntimeError as e:  # the weights do not fit the network the config builds
+        raise CheckpointError(f"checkpoint of {run_dir} does not match its config.yaml ({e})") from None
+    return cfg, Policy(model, dev), env

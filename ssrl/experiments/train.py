@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import random
 import time
-from dataclasses import dataclass, asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,20 @@ import gymnasium as gym
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from ssrl import config as config_lib
 from ssrl.agents import OffPolicyAgent, make_agent
 from ssrl.config import TrainConfig
 from ssrl.data import ReplayBuffer
 from ssrl.envs import default_action_repeat, make
+from ssrl.envs.batched import BatchedEnv, make_batched
 from ssrl.errors import CheckpointError, ConfigError
 from ssrl.experiments import meta
 from ssrl.experiments.logger import Logger, start_wandb
@@ -65,8 +73,33 @@ def make_env(cfg: TrainConfig, render_size: int | None = None) -> gym.Env:
                 action_repeat=cfg.action_repeat or None, render=cfg.render, render_size=render_size)
 
 
+def make_batched_env(cfg: TrainConfig, num_envs: int, device: torch.device, seed: int | None = None) -> BatchedEnv:
+    """``num_envs`` batched envs of the run's task; a task without a batched version is a ConfigError naming
+    those that have one."""
+    try:
+        return make_batched(cfg.env, num_envs, device=device, backend=cfg.backend, seed=seed,
+                            action_repeat=cfg.action_repeat or None, num_threads=cfg.env_threads)
+    except ValueError as e:
+        raise ConfigError(f"env={cfg.env}: {e}") from None
+
+
+@torch.no_grad()
+def evaluate_batched(act: Callable[[torch.Tensor], torch.Tensor], env: BatchedEnv, seed: int) -> list[float]:
+    """Return of the first episode of each of ``env``'s envs under the (deterministic) policy ``act``, from a
+    reset with ``seed``."""
+    obs, _ = env.reset(seed=seed)
+    returns = torch.full((env.num_envs,), float("nan"), device=env.device)
+    while bool(returns.isnan().any()):
+        obs, _, _, _, info = env.step(act(obs))
+        if "episode" in info:
+            first = info["_episode"] & returns.isnan()
+            returns = torch.where(first, info["episode"]["r"], returns)
+    return returns.tolist()
+
+
 def read_checkpoint(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | None:
-    """The checkpoint in ``run_dir``, checked against ``cfg`` (before any work starts); None if there is none."""
+    """The checkpoint in ``run_dir`` (None if there is none), checked against ``cfg``: a config that differs
+    in keys outside ``RESUMABLE_KEYS`` is a :class:`ConfigError` (call it before any work starts)."""
     path = run_dir / CHECKPOINT
     if not path.exists():
         return None
