@@ -83,7 +83,7 @@ def test_stacks_shift_and_restart_after_an_autoreset() -> None:
 
 
 def test_render_workers_give_the_in_process_images_and_fail_loudly() -> None:
-    kwargs = dict(obs="pixels", size=32, frame_stack=2, seed=0, num_threads=1, action_repeat=2)
+    kwargs = {"obs": "pixels", "size": 32, "frame_stack": 2, "seed": 0, "num_threads": 1, "action_repeat": 2}
     local = make_batched("dmc/walker-walk", 3, **kwargs)
     pooled = make_batched("dmc/walker-walk", 3, render_workers=2, **kwargs)
     processes = [process for process, _ in pooled.pixels._workers]
@@ -117,3 +117,26 @@ def test_state_observations_stay_the_default() -> None:
     obs, _ = env.reset(seed=0)
     assert env.pixels is None and obs.shape == (2, 5) and obs.dtype == torch.float32
     assert env.single_observation_space.shape == (5,)
+
+
+@pytest.mark.slow
+def test_warp_backend_pixels_on_warps_cpu_device() -> None:
+    """render="fast" on the warp backend copies qpos to the CPU renderers: the CPU backend's images.
+    render="warp" ray traces on the warp device: same geometry, another lighting model (not pixel parity)."""
+    pytest.importorskip("mujoco_warp", reason="MuJoCo Warp is not installed (pip install 'ssrl[gpu]')")
+    kwargs = {"obs": "pixels", "size": 32, "frame_stack": 1, "seed": 0, "num_threads": 1, "action_repeat": 8}
+    c = make_batched("dmc/cartpole-swingup", 2, backend="cpu", **kwargs)
+    gl_on_warp = make_batched("dmc/cartpole-swingup", 2, backend="warp", device="cpu", **kwargs)
+    ray = make_batched("dmc/cartpole-swingup", 2, backend="warp", device="cpu", render="warp", **kwargs)
+    expected, got, traced = c.reset(seed=0)[0], gl_on_warp.reset(seed=0)[0], ray.reset(seed=0)[0]
+    first_expected, first_traced = expected, traced
+    for _ in range(3):
+        actions = torch.ones(2, 1)
+        expected, got, traced = c.step(actions)[0], gl_on_warp.step(actions)[0], ray.step(actions)[0]
+        assert_same_image(got[0], expected[0].numpy())
+        assert traced.shape == expected.shape and traced.dtype == torch.uint8
+        assert (traced.float() - expected.float()).abs().mean() < 8  # measured 4.6 of 255
+    moved_gl, moved_ray = (expected != first_expected).float().mean(), (traced != first_traced).float().mean()
+    assert moved_gl > 0.01 and abs(moved_ray - moved_gl) < 0.005  # the cart moves by as much in both
+    for env in (c, gl_on_warp, ray):
+        env.close()

@@ -21,8 +21,8 @@ from ssrl.envs import RENDER_LOOKS, default_action_repeat, gl
 from ssrl.envs.batched.backends import CpuSim, WarpSim, make_sim
 from ssrl.envs.batched.env import BatchedEnv
 from ssrl.envs.batched.render import GLPool, WarpRenderer, resolve_camera, scene_fields
-from ssrl.envs.dmc import DEFAULT_CAMERA
 from ssrl.envs.batched.tasks import TASKS, Task
+from ssrl.envs.dmc import DEFAULT_CAMERA
 
 __all__ = ["BACKENDS", "BatchedEnv", "CpuSim", "Task", "WarpSim", "list_batched_tasks", "load_model", "make_batched"]
 
@@ -122,7 +122,7 @@ def make_batched(
     if obs == "pixels":
         camera_id = resolve_camera(model, DEFAULT_CAMERA.get(domain, 0) if camera is None else camera)
         if render == "warp":
-            pixels = WarpRenderer(sim, size, camera_id)
+            pixels = WarpRenderer(sim, task, size, camera_id)
         else:
             pixels = GLPool(model, num_envs, size, camera_id, render, scene_fields(sim, task), render_workers)
     return BatchedEnv(task, sim, init_sim, substeps=substeps, action_repeat=action_repeat, device=device, seed=seed,

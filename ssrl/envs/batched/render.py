@@ -83,7 +83,7 @@ def _serve(conn: Connection, model: mujoco.MjModel, size: int, camera: int, look
     try:
         renderer = SceneRenderer(model, size, camera, look)
         arrays, out = {key: value.numpy() for key, value in scene.items()}, frames.numpy()
-    except Exception:
+    except Exception:  # noqa: BLE001 - reported to the parent, which raises it
         conn.send(traceback.format_exc())
         return
     conn.send(None)
@@ -97,7 +97,7 @@ def _serve(conn: Connection, model: mujoco.MjModel, size: int, camera: int, look
         try:
             renderer.draw(arrays, ids, out)
             conn.send(None)
-        except Exception:
+        except Exception:  # noqa: BLE001 - reported to the parent, which raises it
             conn.send(traceback.format_exc())
     renderer.close()
 
@@ -194,14 +194,18 @@ class GLPool:
 class WarpRenderer:
     """MuJoCo Warp's batch ray tracer over every world of a `WarpSim`, on the sim's device.
 
-    The task's per-episode model fields (`Task.look`) become per-world Warp model fields, so kinematics
-    places them (e.g. reacher's target) for drawing; physics does not read them.
+    Warp places world geoms once, so the task's per-episode `model.geom_pos` of world geoms (reacher's
+    target, `Task.look`) is written into their `geom_xpos` before drawing; no other look field is supported.
     """
 
-    def __init__(self, sim: Any, size: int, camera: int) -> None:
+    def __init__(self, sim: Any, task: Any, size: int, camera: int) -> None:
         if camera < 0:
             raise ValueError("camera: render='warp' draws model cameras only (id >= 0)")
+        unsupported = set(task.look()) - {"model.geom_pos"}
+        if unsupported:
+            raise ValueError(f"render='warp' cannot draw per-episode {sorted(unsupported)}; use render='fast'")
         self.size = size
+        self._world_geoms = torch.as_tensor(np.flatnonzero(sim.model.geom_bodyid == 0), device=sim.device)
         with sim._scope():
             self.context = sim._mjw.create_render_context(
                 sim.model, nworld=sim.num_envs, cam_res=(size, size), render_rgb=True, render_depth=False,
@@ -209,22 +213,15 @@ class WarpRenderer:
 
     def render(self, sim: Any, task: Any, ids: np.ndarray) -> torch.Tensor:
         """(len(ids), 3, size, size) uint8 views of envs `ids`, on the sim's device (every world is drawn)."""
-        mjw, wp = sim._mjw, sim._wp
+        look = task.look()
+        if "model.geom_pos" in look:
+            geom_xpos = sim.tensor("geom_xpos")
+            geom_xpos[:, self._world_geoms] = look["model.geom_pos"][:, self._world_geoms].to(geom_xpos.dtype)
         with sim._scope():
-            for key, value in task.look().items():
-                name = key.removeprefix("model.")
-                field = getattr(sim._m, name)
-                if field.shape[0] != sim.num_envs:  # one row shared by every world: give each its own
-                    field = wp.array(np.repeat(field.numpy()[:1], sim.num_envs, 0), dtype=field.dtype)
-                    setattr(sim._m, name, field)
-                target = wp.to_torch(field)
-                target.copy_(value.reshape(target.shape))
-            if task.look():
-                mjw.kinematics(sim._m, sim._d)
-                mjw.camlight(sim._m, sim._d)
-            mjw.refit_bvh(sim._m, sim._d, self.context)
-            mjw.render(sim._m, sim._d, self.context)
-        bgra = wp.to_torch(self.context.rgb_data).view(torch.uint8).view(sim.num_envs, self.size, self.size, 4)
+            sim._mjw.refit_bvh(sim._m, sim._d, self.context)
+            sim._mjw.render(sim._m, sim._d, self.context)
+        packed = sim._wp.to_torch(self.context.rgb_data)  # (num_envs, size * size) uint32, BGRA bytes
+        bgra = packed.view(torch.uint8).view(sim.num_envs, self.size, self.size, 4)
         return bgra[torch.as_tensor(ids, device=bgra.device)][..., [2, 1, 0]].permute(0, 3, 1, 2)
 
     def close(self) -> None:
