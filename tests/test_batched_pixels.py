@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ssrl.envs import make
-from ssrl.envs.batched import make_batched
+from ssrl.envs.batched import list_batched_tasks, make_batched
 
 SIZE = 40
 
@@ -24,6 +24,8 @@ def copy_state_into(env: gym.Env, batched: object, index: int) -> None:
     with physics.reset_context():
         physics.data.qpos[:] = sim.array("qpos")[index]
         physics.data.qvel[:] = sim.array("qvel")[index]
+        if physics.model.na:
+            physics.data.act[:] = sim.array("act")[index]
         if hasattr(batched.task, "target"):  # type: ignore[attr-defined]
             physics.named.model.geom_pos["target", :2] = batched.task.target[index].numpy()  # type: ignore
 
@@ -62,6 +64,21 @@ def test_parity_with_single_env_across_steps_and_a_truncation(task: str, action_
         since_copy = 3 * min(step + 1, 3)  # the single env's stack holds frames from before the copy at first
         assert_same_image(got[-since_copy:], expected[-since_copy:])
     assert (action_repeat == 300) == bool(truncated[1])
+    single.close()
+    batched.close()
+
+
+@pytest.mark.parametrize("env_id", list_batched_tasks())
+def test_every_task_looks_like_the_single_env(env_id: str) -> None:
+    """Cameras (quadruped's 2, tracking ones), finger's hidden sites, reacher's target: reset frame and a step."""
+    batched = make_batched(env_id, 2, obs="pixels", size=24, frame_stack=1, seed=1, num_threads=1)
+    obs, _ = batched.reset(seed=1)
+    single = make(env_id, obs="pixels", size=24, frame_stack=1, seed=0)
+    single.reset(seed=0)
+    copy_state_into(single, batched, 1)
+    assert_same_image(obs[1], single.unwrapped.render_pixels().transpose(2, 0, 1))  # type: ignore[attr-defined]
+    action = np.random.default_rng(0).uniform(-1, 1, batched.action_space.shape).astype(np.float32)
+    assert_same_image(batched.step(torch.from_numpy(action))[0][1], single.step(action[1])[0])
     single.close()
     batched.close()
 
