@@ -157,3 +157,32 @@ def test_warp_backend_pixels_on_warps_cpu_device() -> None:
     assert moved_gl > 0.01 and abs(moved_ray - moved_gl) < 0.005  # the cart moves by as much in both
     for env in (c, gl_on_warp, ray):
         env.close()
+
+
+def test_mocap_bodies_are_drawn_where_each_env_puts_them() -> None:
+    """No batched task has mocap bodies; a toy model checks that each env's mocap pose reaches its frame."""
+    import mujoco
+
+    from ssrl.envs.batched.backends import CpuSim
+    from ssrl.envs.batched.render import GLPool, SceneRenderer, scene_fields
+    from ssrl.envs.batched.tasks import Task
+
+    model = mujoco.MjModel.from_xml_string("""<mujoco><worldbody><light pos="0 0 3"/><camera pos="0 0 2"/>
+        <geom type="plane" size="1 1 .1"/><body mocap="true"><geom type="box" size=".1 .1 .1" rgba="1 0 0 1"/></body>
+        </worldbody></mujoco>""")
+    sim = CpuSim(model, 3, 1)
+    positions = np.array([[-0.4, 0, 0.1], [0, 0, 0.1], [0.4, 0, 0.1]])
+    sim.array("mocap_pos")[:] = positions.reshape(sim.array("mocap_pos").shape)
+    sim.array("mocap_quat")[..., 0] = 1
+    task = Task(model, 3, sim.device)
+    pool = GLPool(model, 3, 32, 0, "fast", scene_fields(sim, task))
+    frames = pool.render(sim, task, np.arange(3))
+    reference, data = SceneRenderer(model, 32, 0, "fast"), mujoco.MjData(model)
+    for i, position in enumerate(positions):
+        data.mocap_pos[0] = position
+        mujoco.mj_forward(model, data)
+        reference.renderer.update_scene(data, 0)
+        np.testing.assert_array_equal(frames[i].permute(1, 2, 0).numpy(), reference.renderer.render())
+    assert not torch.equal(frames[0], frames[2])
+    pool.close()
+    reference.close()
