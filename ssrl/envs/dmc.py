@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from ssrl.envs import gl
 
 # Cameras as used by CURL, DrQ and DrQ-v2: 0 everywhere except quadruped.
-_DEFAULT_CAMERA = {"quadruped": 2}
+DEFAULT_CAMERA = {"quadruped": 2}
 
 
 class DMCEnv(gym.Env[NDArray[np.float32], NDArray[np.float32]]):
@@ -40,7 +40,7 @@ class DMCEnv(gym.Env[NDArray[np.float32], NDArray[np.float32]]):
             from dm_control import suite
         self._env = suite.load(domain, task)
         physics = self._env.physics
-        camera = _DEFAULT_CAMERA.get(domain, 0) if camera is None else camera
+        camera = DEFAULT_CAMERA.get(domain, 0) if camera is None else camera
         if isinstance(camera, str):
             camera = _camera_id(physics, camera)
         if not -1 <= camera < physics.model.ncam:

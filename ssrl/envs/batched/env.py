@@ -27,6 +27,9 @@ class BatchedEnv(gym.vector.VectorEnv[torch.Tensor, torch.Tensor, torch.Tensor])
       (length in agent steps) hold its totals, with the mask `info["_episode"]`.
     - Episodes truncate after 1000 control steps (dm_control's time limits), i.e.
       ceil(1000 / action_repeat) agent steps; they terminate only when MuJoCo fails on an env.
+    - Observations are flat float32 states, or with `pixels` (a renderer, `ssrl.envs.batched.render`)
+      uint8 (num_envs, 3 * frame_stack, size, size) frame stacks, oldest frame first; a new episode's
+      stack starts filled with its first frame, as `ssrl.envs.make(obs="pixels")` does.
     """
 
     metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
@@ -41,8 +44,11 @@ class BatchedEnv(gym.vector.VectorEnv[torch.Tensor, torch.Tensor, torch.Tensor])
         action_repeat: int,
         device: torch.device,
         seed: int | None = None,
+        pixels: Any = None,
+        frame_stack: int = 1,
     ) -> None:
-        self.task, self.sim, self.init_sim = task, sim, init_sim
+        self.task, self.sim, self.init_sim, self.pixels = task, sim, init_sim, pixels
+        self.frame_stack = frame_stack if pixels is not None else 1
         self.num_envs, self.device = sim.num_envs, device
         self.substeps, self.action_repeat = substeps, action_repeat
         self._rng = np.random.default_rng(seed)
@@ -53,8 +59,11 @@ class BatchedEnv(gym.vector.VectorEnv[torch.Tensor, torch.Tensor, torch.Tensor])
         self._center = torch.as_tensor(np.where(limited, (high + low) / 2, 0.0), dtype=dtype, device=sim.device)
         self._scale = torch.as_tensor(np.where(limited, (high - low) / 2, 1.0), dtype=dtype, device=sim.device)
         self._reset_ids(np.arange(self.num_envs))
-        obs_dim = task.observe(sim).shape[1]
-        self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
+        self._stack = self._restart(self._observe())  # the current observation, stacked
+        if pixels is None:
+            self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, self._stack.shape[1:], np.float32)
+        else:
+            self.single_observation_space = gym.spaces.Box(0, 255, self._stack.shape[1:], np.uint8)
         self.single_action_space = gym.spaces.Box(-1.0, 1.0, (model.nu,), np.float32)
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
@@ -72,7 +81,8 @@ class BatchedEnv(gym.vector.VectorEnv[torch.Tensor, torch.Tensor, torch.Tensor])
         self._steps.zero_()
         self._return.zero_()
         self._length.zero_()
-        return self._observe(), {}
+        self._stack = self._restart(self._observe())
+        return self._stack, {}
 
     def step(
         self, actions: torch.Tensor
@@ -100,11 +110,11 @@ class BatchedEnv(gym.vector.VectorEnv[torch.Tensor, torch.Tensor, torch.Tensor])
             active &= ~ended
             may_end = len(failed_ids) > 0 or EPISODE_CONTROL_STEPS % self.action_repeat != 0  # no GPU sync otherwise
             if repeat < self.action_repeat - 1 and may_end and bool(ended.any()):
-                obs = self._observe()
-                final_obs = obs if final_obs is None else torch.where(ended[:, None], obs, final_obs)
+                obs = self._observe(ended)
+                final_obs = obs if final_obs is None else _where(ended, obs, final_obs)
                 early |= ended
-        obs = self._observe()
-        obs_last = obs if final_obs is None else torch.where(early[:, None], final_obs, obs)
+        obs = self._observe(None if final_obs is None else ~early)
+        obs_last = self._push(obs if final_obs is None else _where(early, final_obs, obs))
         terminated = failed
         truncated = (self._steps >= EPISODE_CONTROL_STEPS) & ~failed
         self._return += reward
@@ -117,13 +127,16 @@ class BatchedEnv(gym.vector.VectorEnv[torch.Tensor, torch.Tensor, torch.Tensor])
             info["_episode"] = done
             ids = torch.nonzero(done).flatten()
             self._reset_ids(ids.cpu().numpy())
-            obs = torch.where(done[:, None], self._observe(), obs_last)
+            obs_last = _where(done, self._restart(self._observe(done)), obs_last)
             self._steps[ids], self._return[ids], self._length[ids] = 0, 0.0, 0
-        return obs, reward, terminated, truncated, info
+        self._stack = obs_last
+        return obs_last, reward, terminated, truncated, info
 
     def close_extras(self, **kwargs: Any) -> None:
-        """Drops the simulators."""
-        self.sim = self.init_sim = None
+        """Stops the renderers and drops the simulators."""
+        if self.pixels is not None:
+            self.pixels.close()
+        self.sim = self.init_sim = self.pixels = None
 
     def _reset_ids(self, ids: np.ndarray) -> None:
         """dm_control's reset for `ids`: mj_resetData, `initialize_episode`, `after_reset`."""
@@ -132,8 +145,32 @@ class BatchedEnv(gym.vector.VectorEnv[torch.Tensor, torch.Tensor, torch.Tensor])
         self.init_sim.after_reset(ids)
         self.sim.load(self.init_sim, ids)
 
-    def _observe(self) -> torch.Tensor:
-        return self._to_device(self.task.observe(self.sim))
+    def _observe(self, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Every env's current (unstacked) observation; with `mask`, only its rows are computed (others 0)."""
+        if self.pixels is None:
+            return self._to_device(self.task.observe(self.sim))
+        ids = np.arange(self.num_envs) if mask is None else torch.nonzero(mask).flatten().cpu().numpy()
+        frames = self.pixels.render(self.sim, self.task, ids).to(self.device)
+        if mask is None:
+            return frames
+        obs = torch.zeros((self.num_envs, *frames.shape[1:]), dtype=frames.dtype, device=self.device)
+        obs[torch.as_tensor(ids, device=self.device)] = frames
+        return obs
+
+    def _push(self, obs: torch.Tensor) -> torch.Tensor:
+        """The stack with `obs` appended as the newest frame (a new tensor; `obs` itself without stacking)."""
+        if self.frame_stack == 1:
+            return obs
+        return torch.cat([self._stack[:, obs.shape[1] :], obs], 1)
+
+    def _restart(self, obs: torch.Tensor) -> torch.Tensor:
+        """A stack filled with `obs`, the first observation of an episode."""
+        return obs.repeat(1, self.frame_stack, *[1] * (obs.dim() - 2)) if self.frame_stack > 1 else obs
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.device, torch.float32)
+
+
+def _where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Rows of `a` where the (num_envs,) `mask` is set, else rows of `b`."""
+    return torch.where(mask.view(-1, *[1] * (a.dim() - 1)), a, b)

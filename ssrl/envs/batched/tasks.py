@@ -77,8 +77,16 @@ class Task:
         return getattr(suite, domain).get_model_and_assets()
 
     @staticmethod
-    def configure(model: mujoco.MjModel) -> None:
+    def configure(model: mujoco.MjModel, **kwargs: Any) -> None:
         """Edits the model once, before simulators are built (episode-invariant model changes)."""
+
+    def look(self) -> dict[str, torch.Tensor]:
+        """Per-env values of model fields that this task changes per episode and that show in pixels.
+
+        Maps `"model.<field>"` to a (num_envs, *field shape) tensor; renderers write row i into the
+        model before drawing env i.
+        """
+        return {}
 
     def initialize(self, sim: CpuSim, ids: np.ndarray, rng: np.random.Generator) -> None:
         """Writes fresh episode states of `ids` into `sim` (already reset; `forward` follows)."""
@@ -197,6 +205,12 @@ class Reacher(Task):
         self.finger = int(model.geom("finger").id)
         self.radii = target_size + float(model.geom("finger").size[0])
         self.target = torch.zeros(num_envs, 2, device=device)
+        self._target_geom = int(model.geom("target").id)
+        self._geom_pos = torch.as_tensor(model.geom_pos, device=device)
+
+    @staticmethod
+    def configure(model: mujoco.MjModel, **kwargs: Any) -> None:
+        model.geom_size[model.geom("target").id, 0] = kwargs["target_size"]  # only drawn: contacts are off
 
     def initialize(self, sim: CpuSim, ids: np.ndarray, rng: np.random.Generator) -> None:
         super().initialize(sim, ids, rng)
@@ -214,6 +228,11 @@ class Reacher(Task):
     def observe(self, sim: Any) -> torch.Tensor:
         return torch.cat([sim.tensor("qpos"), self._to_target(sim), sim.tensor("qvel")], 1)
 
+    def look(self) -> dict[str, torch.Tensor]:
+        geom_pos = self._geom_pos.repeat(self.num_envs, 1, 1)
+        geom_pos[:, self._target_geom, :2] = self.target.to(geom_pos.dtype)
+        return {"model.geom_pos": geom_pos}
+
     def reward(self, sim: Any) -> torch.Tensor:
         return tolerance(self._to_target(sim).norm(dim=1), (0, self.radii))
 
@@ -230,8 +249,9 @@ class FingerSpin(Task):
         self.hinge_velocity = self._sensor("hinge_velocity")[0]
 
     @staticmethod
-    def configure(model: mujoco.MjModel) -> None:
+    def configure(model: mujoco.MjModel, **kwargs: Any) -> None:
         model.dof_damping[model.joint("hinge").dofadr[0]] = 0.03
+        model.site_rgba[[model.site("target").id, model.site("tip").id], 3] = 0  # hidden, as dm_control does
 
     def initialize(self, sim: CpuSim, ids: np.ndarray, rng: np.random.Generator) -> None:
         randomize_without_contacts(sim, ids, rng)
