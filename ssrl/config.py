@@ -193,10 +193,11 @@ class TrainConfig:
     updates_per_step: float = 0.0
     backend: str = "auto"  # batched-env physics: auto | cpu | warp (ssrl.envs.make_batched)
     env_threads: int = 0  # CPU threads of the batched physics; 0: all cores
+    render_workers: int = 0  # batched pixels: renderer processes (0: render in the training process)
     size: int = 84
     frame_stack: int = 3
     action_repeat: int = 0  # 0: the task's default (PlaNet/CURL protocol)
-    render: str = "fast"  # "fast" or "dmc" (dm_control's default look, as in published results)
+    render: str = "fast"  # "fast", "dmc" (dm_control's default look, as in published results), "warp" (batched)
     frames: int = 100_000
     seed_frames: int = 4000
     seed: int = 0
@@ -226,7 +227,7 @@ class TrainConfig:
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "obs": ("pixels", "state", "pixels+state"),
-    "render": ("fast", "dmc"),
+    "render": ("fast", "dmc", "warp"),
     "wandb_mode": ("online", "offline", "disabled"),
     "agent.augmentation": ("none", "shift", "crop"),
     "speed.amp": ("none", "bf16"),
@@ -316,9 +317,12 @@ def validate(cfg: TrainConfig) -> None:
     for key in POSITIVE:
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"{key}={getattr(cfg, key)}: must be positive")
-    for key in ("seed_frames", "action_repeat", "threads", "num_envs", "env_threads"):
+    for key in ("seed_frames", "action_repeat", "threads", "num_envs", "env_threads", "render_workers"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key}={getattr(cfg, key)}: must be >= 0")
+    if cfg.render == "warp" and (num_envs(cfg) <= 1 or cfg.backend != "warp"):
+        raise ConfigError("render=warp (MuJoCo Warp's ray tracer) draws batched envs of backend=warp: "
+                          "set num_envs>1 and backend=warp, or render=fast")
     if isinstance(cfg.agent, PPOConfig):
         _validate_ppo(cfg)
     else:

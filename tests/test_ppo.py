@@ -201,7 +201,7 @@ def test_interrupted_ppo_run_resumes_exactly(tmp_path: Path, monkeypatch: pytest
     for part in ("model", "representation"):
         for key, value in whole["agent"][part].items():
             assert torch.equal(value, cut_state["agent"][part][key]), (part, key)
-    assert torch.equal(whole["env"]["sim"], cut_state["env"]["sim"]) and torch.equal(whole["obs"], cut_state["obs"])
+    assert torch.equal(whole["env"]["sim"], cut_state["env"]["sim"]) and torch.equal(whole["env"]["obs"], cut_state["env"]["obs"])
 
     changed = parse_overrides([*args, f"run_dir={tmp_path / 'cut'}", "agent.lr=1e-4"])
     with pytest.raises(ConfigError, match="agent.lr"):

@@ -84,7 +84,7 @@ class DeviceReplay:
         self._done = torch.zeros((T, N), dtype=torch.bool, device=self.device)
         self._term = torch.zeros((T, N), dtype=torch.bool, device=self.device)
         self._ep_step = self._empty((T, N), torch.int32)  # index of the step within its episode
-        self._final_id = self._empty((T, N), torch.int64)  # where done: id of its final observation
+        self._final_id = torch.zeros((T, N), dtype=torch.int64, device=self.device)  # where done: its final obs id
         # Side buffer of final observations, slot = id % size; grows when a slot is still referenced.
         self._final = {key: self._empty((self._final_capacity, *shape), dtype)
                        for key, (shape, dtype) in self._frame_shape.items()}

@@ -69,9 +69,9 @@ def check_batched(cfg: TrainConfig) -> None:
     if cfg.env not in list_batched_tasks():
         raise ConfigError(f"env={cfg.env}: num_envs={cfg.num_envs} runs batched envs, which exist for "
                           f"{', '.join(list_batched_tasks())}; num_envs=1 runs {cfg.env} as one env")
-    if cfg.obs != "state":
-        raise ConfigError(f"obs={cfg.obs}: batched envs give state observations; set obs=state "
-                          f"(num_envs=1 runs pixels as one env)")
+    if cfg.obs == "pixels+state":
+        raise ConfigError("obs=pixels+state: batched envs give obs=state or obs=pixels "
+                          "(num_envs=1 runs pixels+state as one env)")
 
 
 class BatchedTrainer:
@@ -108,19 +108,22 @@ class BatchedTrainer:
 
     def _restore(self, state: dict[str, Any] | None) -> torch.Tensor:
         """Load ``state`` (if any) and return the observation to act on next."""
-        if state is not None:
-            self.agent.restore(state["agent"])
-            self.replay.load_state_dict(state["replay"])
-            self.replay.end_episodes(state["obs"].to(self.device))  # the envs restart below
-            self.counters = BatchedCounters(**state["counters"])
-            restore_rng(state["rng"])
-            console.print(f"[bold]resumed[/] {self.run_dir} at frame {self.frame:,} ({len(self.replay):,} "
-                          "transitions)")
+        if state is None:
+            return self.env.reset(seed=episode_seed(self.cfg.seed, 0, 0))[0]
+        self.agent.restore(state["agent"])
+        self.replay.load_state_dict(state["replay"])
+        self.counters = BatchedCounters(**state["counters"])
+        restore_rng(state["rng"])
+        console.print(f"[bold]resumed[/] {self.run_dir} at frame {self.frame:,} ({len(self.replay):,} transitions)")
+        if state["env"]:  # cpu backend: every env continues exactly where it was
+            return self.env.load_state_dict(state["env"])
+        self.replay.end_episodes(state["obs"].to(self.device))  # warp: cut the open episodes, start new ones
         return self.env.reset(seed=episode_seed(self.cfg.seed, 0, self.counters.step))[0]
 
     def save_checkpoint(self) -> None:
         write_checkpoint(self.run_dir, {"config": config_lib.to_dict(self.cfg), "agent": self.agent.checkpoint(),
-                                        "replay": self.replay.state_dict(), "obs": self.obs.cpu(),
+                                        "replay": self.replay.state_dict(), "env": self.env.state_dict(),
+                                        "obs": self.obs.cpu(),
                                         "counters": asdict(self.counters), "rng": rng_state()})
 
     def train(self) -> dict[str, float]:

@@ -27,7 +27,7 @@ from rich.console import Console
 from ssrl import config as config_lib
 from ssrl.agents.ppo import PPO, ActorCritic
 from ssrl.config import TrainConfig
-from ssrl.envs.batched import BatchedEnv, CpuSim
+from ssrl.envs.batched import BatchedEnv
 from ssrl.errors import CheckpointError
 from ssrl.experiments import meta
 from ssrl.experiments.train import (
@@ -66,32 +66,6 @@ def make_agent(cfg: TrainConfig, env: BatchedEnv, device: torch.device) -> PPO:
     return PPO(env, cfg.agent, device, total_updates, cfg.encoder, cfg.representation)
 
 
-# ------------------------------------------------------------------------------------------- env state
-def env_state(env: BatchedEnv) -> dict[str, Any]:
-    """What continues every env of a cpu-backend `BatchedEnv` exactly: MuJoCo's integration state of each env
-    (`mujoco.batch.Batch.state`), the per-env task tensors (reacher's targets), step/return/length counters
-    and the initial-state generator. A warp backend gives `{}` (its episodes restart on resume)."""
-    if not isinstance(env.sim, CpuSim):
-        return {}
-    task = {k: v.clone() for k, v in vars(env.task).items()
-            if isinstance(v, torch.Tensor) and v.shape[:1] == (env.num_envs,)}
-    return {"sim": torch.from_numpy(env.sim.batch.state.copy()), "task": task, "steps": env._steps.clone(),
-            "return": env._return.clone(), "length": env._length.clone(), "rng": env._rng.bit_generator.state}
-
-
-def load_env_state(env: BatchedEnv, state: dict[str, Any]) -> None:
-    """Inverse of :func:`env_state`. The next step continues bit-exactly (`mujoco.batch` recomputes derived
-    fields from written state rows; checked on every batched task, mid-episode and right after a restart)."""
-    assert isinstance(env.sim, CpuSim)
-    env.sim.batch.state[:] = state["sim"].numpy()
-    for key, value in state["task"].items():
-        getattr(env.task, key).copy_(value)
-    env._steps.copy_(state["steps"])
-    env._return.copy_(state["return"])
-    env._length.copy_(state["length"])
-    env._rng.bit_generator.state = state["rng"]
-
-
 # ------------------------------------------------------------------------------------------------- run
 class PPORun:
     """One PPO run in `run_dir`: `PPORun(cfg).train()` trains, or resumes if `run_dir` has a checkpoint."""
@@ -120,9 +94,8 @@ class PPORun:
     def _restore(self, state: dict[str, Any]) -> None:
         self.agent.load_state_dict(state["agent"])
         self.counters = Counters(**state["counters"])
-        if state["env"] and isinstance(self.env.sim, CpuSim):
-            load_env_state(self.env, state["env"])
-            self.obs = state["obs"].to(self.device)
+        if state["env"]:  # cpu backend (a changed backend is refused with the config)
+            self.obs = self.env.load_state_dict(state["env"])
         else:  # warp: fresh episodes, seeded by the update they start at
             self.obs, _ = self.env.reset(seed=episode_seed(self.cfg.seed, 2, self.counters.update))
         restore_rng(state["rng"])
@@ -130,7 +103,7 @@ class PPORun:
 
     def save_checkpoint(self) -> None:
         write_checkpoint(self.run_dir, {"config": config_lib.to_dict(self.cfg), "agent": self.agent.state_dict(),
-                                        "env": env_state(self.env), "obs": self.obs.cpu(),
+                                        "env": self.env.state_dict(),
                                         "counters": asdict(self.counters), "rng": rng_state()})
 
     def run_eval(self) -> dict[str, float]:

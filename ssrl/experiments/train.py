@@ -41,7 +41,7 @@ from ssrl.experiments.logger import Logger, start_wandb
 CHECKPOINT = "checkpoint.pt"
 # Keys a resumed run may change; any other difference from the stored config is an error.
 RESUMABLE_KEYS = {"frames", "eval_every", "eval_episodes", "checkpoint_every", "wandb", "wandb_project",
-                  "wandb_mode", "progress", "device", "threads", "env_threads", "run_dir", "experiment",
+                  "wandb_mode", "progress", "device", "threads", "env_threads", "render_workers", "run_dir", "experiment",
                   "speed.channels_last", "speed.compile", "speed.prefetch"}
 console = Console()
 
@@ -78,7 +78,9 @@ def make_batched_env(cfg: TrainConfig, num_envs: int, device: torch.device, seed
     those that have one."""
     try:
         return make_batched(cfg.env, num_envs, device=device, backend=cfg.backend, seed=seed,
-                            action_repeat=cfg.action_repeat or None, num_threads=cfg.env_threads)
+                            action_repeat=cfg.action_repeat or None, num_threads=cfg.env_threads, obs=cfg.obs,
+                            size=cfg.size, frame_stack=cfg.frame_stack, render=cfg.render,
+                            render_workers=cfg.render_workers)
     except ValueError as e:
         raise ConfigError(f"env={cfg.env}: {e}") from None
 

@@ -132,6 +132,34 @@ class BatchedEnv(gym.vector.VectorEnv[torch.Tensor, torch.Tensor, torch.Tensor])
         self._stack = obs_last
         return obs_last, reward, terminated, truncated, info
 
+    def state_dict(self) -> dict[str, Any]:
+        """What continues every env exactly (cpu backend): each env's MuJoCo integration state
+        (`mujoco.batch.Batch.state`), the task's per-env tensors (reacher's targets), step/return/length
+        counters, the initial-state generator and the current (stacked) observation. `{}` on the warp
+        backend, whose episodes restart on resume."""
+        if not isinstance(self.sim, CpuSim):
+            return {}
+        task = {k: v.clone() for k, v in vars(self.task).items()
+                if isinstance(v, torch.Tensor) and v.shape[:1] == (self.num_envs,)}
+        return {"sim": torch.from_numpy(self.sim.batch.state.copy()), "task": task, "steps": self._steps.clone(),
+                "return": self._return.clone(), "length": self._length.clone(),
+                "rng": self._rng.bit_generator.state, "obs": self._stack.cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> torch.Tensor:
+        """Inverse of `state_dict`; returns the current observation. The next step continues bit-exactly
+        (`mujoco.batch` recomputes derived fields from the written state rows)."""
+        if not isinstance(self.sim, CpuSim):
+            raise ValueError("load_state_dict needs the cpu backend (warp episodes restart instead)")
+        self.sim.batch.state[:] = state["sim"].numpy()
+        for key, value in state["task"].items():
+            getattr(self.task, key).copy_(value)
+        self._steps.copy_(state["steps"])
+        self._return.copy_(state["return"])
+        self._length.copy_(state["length"])
+        self._rng.bit_generator.state = state["rng"]
+        self._stack = state["obs"].to(self.device)
+        return self._stack
+
     def close_extras(self, **kwargs: Any) -> None:
         """Stops the renderers and drops the simulators."""
         if self.pixels is not None:
