@@ -104,10 +104,10 @@ def batched_fps(num_envs: int, updates_per_step: float, steps: int, device: str,
                           f"seed_frames={4 * num_envs * 2} run_dir={run_dir}".split())
     trainer = BatchedTrainer(cfg)
     trainer.chunk_steps = 4  # seed steps, then the first updates (warm-up)
-    trainer.run_chunk()
+    trainer.run_unit()
     trainer.chunk_steps = steps
     start, frame = time.perf_counter(), trainer.frame
-    trainer.run_chunk()
+    trainer.run_unit()
     return (trainer.frame - frame) / (time.perf_counter() - start)
 
 
@@ -117,9 +117,9 @@ def trainer_fps(device: str, run_dir: str) -> float:
     trainer = Trainer(cfg)
     with progress_bar(cfg) as progress:
         bar = progress.add_task("frames", total=2000, fps=0.0, reward="-")
-        trainer.run_episode(progress, bar)
+        trainer.run_unit(progress, bar)
         start, frame = time.perf_counter(), trainer.frame
-        trainer.run_episode(progress, bar)
+        trainer.run_unit(progress, bar)
     return (trainer.frame - frame) / (time.perf_counter() - start)
 
 

@@ -6,7 +6,8 @@ SAC runs at batch 512 and DrQ-v2 at batch 256 (their published batch sizes) on 8
 Rows per agent:
 
 - ``baseline``: written here the way the reference implementations do it, on the same networks (ssrl's encoder,
-  critic and actor classes, NCHW, float32): float32 obs and next_obs stored separately, a per-sample numpy random
+  critic and actor classes, NCHW, float32; the encoder's forward as in the references: ``obs / 255 - 0.5`` into a
+  new tensor, out-of-place ReLUs): float32 obs and next_obs stored separately, a per-sample numpy random
   shift on the CPU (``np.pad(mode="edge")`` + slice), float32 batches. SAC as in CURL/SAC-AE: every network call
   re-encodes its input (critic: online encoder on obs, actor and EMA target encoder on next_obs; actor update:
   actor and critic on obs again, detached), a per-parameter EMA loop. DrQ-v2 as in its reference ``update``:
@@ -40,6 +41,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from rich.console import Console
 from rich.table import Table
 
@@ -81,14 +83,28 @@ def numpy_shift(images: np.ndarray, rng: np.random.Generator, pad: int = 4) -> n
     return out
 
 
+class ReferenceEncoder(nn.Module):
+    """The reference implementations' encoder forward on ssrl's encoder weights: the pixels normalised into a new
+    float tensor (``obs / 255 - 0.5``), then the convs with out-of-place ReLUs, then the head."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.features_dim = encoder, encoder.features_dim
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.float() / 255.0 - 0.5
+        for layer in self.encoder.convs:
+            x = F.relu(x) if isinstance(layer, nn.ReLU) else layer(x)
+        return self.encoder.head(x)
+
+
 class Baseline:
     """The same networks as ``agent`` (copied, NCHW, no speed settings), updated the straightforward way."""
 
     def __init__(self, agent: OffPolicyAgent, replay: FloatReplay, curl: bool) -> None:
         self.kind, self.cfg, self.replay = agent.cfg.name, agent.cfg, replay
         self.rng = np.random.default_rng(1)
-        self.encoder = copy.deepcopy(agent.encoder).to(memory_format=torch.contiguous_format)
-        self.encoder.memory_format = torch.contiguous_format
+        self.encoder = ReferenceEncoder(copy.deepcopy(agent.encoder).to(memory_format=torch.contiguous_format))
         self.critic, self.critic_target = copy.deepcopy(agent.critic), copy.deepcopy(agent.critic_target)
         self.actor = copy.deepcopy(agent.actor)
         self.encoder_target = copy.deepcopy(self.encoder) if self.kind == "sac" else None

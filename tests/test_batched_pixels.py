@@ -10,24 +10,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from test_batched import copy_state_into
 
 from ssrl.envs import make
 from ssrl.envs.batched import list_batched_tasks, make_batched
 
 SIZE = 40
-
-
-def copy_state_into(env: gym.Env, batched: object, index: int) -> None:
-    """Puts env `index` of `batched` (its physics state and reacher's target) into the dm_control env under `env`."""
-    physics = env.unwrapped.physics  # type: ignore[attr-defined]
-    sim = batched.init_sim  # type: ignore[attr-defined]
-    with physics.reset_context():
-        physics.data.qpos[:] = sim.array("qpos")[index]
-        physics.data.qvel[:] = sim.array("qvel")[index]
-        if physics.model.na:
-            physics.data.act[:] = sim.array("act")[index]
-        if hasattr(batched.task, "target"):  # type: ignore[attr-defined]
-            physics.named.model.geom_pos["target", :2] = batched.task.target[index].numpy()  # type: ignore
 
 
 def assert_same_image(got: torch.Tensor, expected: np.ndarray) -> None:

@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from ssrl.data.replay import _fmt
+from ssrl.data.replay import _fmt, frame_layout
 from ssrl.errors import ConfigError
 
 Obs = torch.Tensor | dict[str, torch.Tensor]
@@ -56,18 +56,10 @@ class DeviceReplay:
         if num_envs < 1 or n_step < 1 or frame_stack < 1:
             raise ValueError("need num_envs >= 1, n_step >= 1, frame_stack >= 1")
         self._dict_obs = isinstance(obs_space, gym.spaces.Dict)
-        spaces = dict(obs_space.spaces) if self._dict_obs else {"obs": obs_space}
-        self._stack: dict[str, int] = {}
-        self._frame_shape: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
-        for key, space in spaces.items():
-            if not isinstance(space, gym.spaces.Box) or not space.shape:
-                raise TypeError(f"observation {key!r} must be a Box with at least one dim, got {space}")
-            k = frame_stack if space.dtype == np.uint8 and len(space.shape) == 3 else 1
-            if space.shape[0] % k:
-                raise ValueError(f"{key!r}: {space.shape[0]} channels not divisible by frame_stack={k}")
-            dtype = torch.uint8 if space.dtype == np.uint8 else torch.float32
-            self._stack[key] = k
-            self._frame_shape[key] = (space.shape[0] // k, *space.shape[1:]), dtype
+        layout = frame_layout(obs_space, frame_stack)
+        self._stack = {key: k for key, (k, _, _) in layout.items()}
+        self._frame_shape = {key: (shape, torch.uint8 if dtype == np.uint8 else torch.float32)
+                             for key, (_, shape, dtype) in layout.items()}
         self._max_stack = max(self._stack.values())
         if self.capacity_steps < self._max_stack + 1:
             raise ConfigError(f"replay_capacity={capacity} gives {self.capacity_steps} steps of {num_envs} envs; "

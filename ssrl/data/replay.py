@@ -18,6 +18,21 @@ Batch = dict[str, Any]
 _EPISODE_FILE = re.compile(r"(\d{6,})_(\d+)\.npz")
 
 
+def frame_layout(obs_space: gym.Space, frame_stack: int) -> dict[str, tuple[int, tuple[int, ...], np.dtype]]:
+    """Per observation key ("obs" for a Box): frames per stack (``frame_stack`` for uint8 (C, H, W) images, else
+    1), the shape of one stored frame and its dtype. Checks that every entry is a Box that can be stored so."""
+    spaces = dict(obs_space.spaces) if isinstance(obs_space, gym.spaces.Dict) else {"obs": obs_space}
+    layout = {}
+    for key, space in spaces.items():
+        if not isinstance(space, gym.spaces.Box) or not space.shape:
+            raise TypeError(f"observation {key!r} must be a Box with at least one dim, got {space}")
+        k = frame_stack if space.dtype == np.uint8 and len(space.shape) == 3 else 1
+        if space.shape[0] % k:
+            raise ValueError(f"{key!r}: {space.shape[0]} channels not divisible by frame_stack={k}")
+        layout[key] = (k, (space.shape[0] // k, *space.shape[1:]), space.dtype)
+    return layout
+
+
 class ReplayBuffer:
     """Circular replay buffer over absolute, ever-increasing step indices.
 
@@ -50,17 +65,9 @@ class ReplayBuffer:
         if capacity < 2 or n_step < 1 or frame_stack < 1:
             raise ValueError("need capacity >= 2, n_step >= 1, frame_stack >= 1")
         self._dict_obs = isinstance(obs_space, gym.spaces.Dict)
-        spaces = dict(obs_space.spaces) if self._dict_obs else {"obs": obs_space}
-        self._stack: dict[str, int] = {}
-        self._frames: dict[str, np.ndarray] = {}
-        for key, space in spaces.items():
-            if not isinstance(space, gym.spaces.Box) or not space.shape:
-                raise TypeError(f"observation {key!r} must be a Box with at least one dim, got {space}")
-            k = frame_stack if space.dtype == np.uint8 and len(space.shape) == 3 else 1
-            if space.shape[0] % k:
-                raise ValueError(f"{key!r}: {space.shape[0]} channels not divisible by frame_stack={k}")
-            self._stack[key] = k
-            self._frames[key] = np.empty((capacity, space.shape[0] // k, *space.shape[1:]), space.dtype)
+        layout = frame_layout(obs_space, frame_stack)
+        self._stack = {key: k for key, (k, _, _) in layout.items()}
+        self._frames = {key: np.empty((capacity, *shape), dtype) for key, (_, shape, dtype) in layout.items()}
         self._max_stack = max(self._stack.values())
         self.capacity = capacity
         self.n_step = n_step

@@ -24,7 +24,6 @@ env in a :class:`~ssrl.data.DeviceReplay` on the training device, and the agent 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,11 +40,11 @@ from ssrl.errors import ConfigError
 from ssrl.experiments import meta
 from ssrl.experiments.train import (
     Counters,
+    Run,
     console,
     episode_seed,
     evaluate_batched,
     make_batched_env,
-    progress_bar,
     read_checkpoint,
     restore_rng,
     rng_state,
@@ -74,7 +73,7 @@ def check_batched(cfg: TrainConfig) -> None:
                           "(num_envs=1 runs pixels+state as one env)")
 
 
-class BatchedTrainer:
+class BatchedTrainer(Run):
     """Holds one run on batched envs. ``BatchedTrainer(cfg).train()`` trains, or resumes from ``run_dir``."""
 
     def __init__(self, cfg: TrainConfig) -> None:
@@ -126,41 +125,11 @@ class BatchedTrainer:
                                         "obs": self.obs.cpu(),
                                         "counters": asdict(self.counters), "rng": rng_state()})
 
-    def train(self) -> dict[str, float]:
-        """Train until ``cfg.frames`` (the end of the chunk that reaches it); return the last eval row."""
-        cfg, c = self.cfg, self.counters
-        console.print(f"[bold]ssrl train[/] {cfg.env} agent={cfg.agent.name} representation={cfg.representation.name}"
-                      f" num_envs={self.num_envs} updates/step={self.updates_per_step:g} -> {self.run_dir}\n"
-                      f"{self.replay.memory_estimate()}")
-        last_eval: dict[str, float] = {}
-        start = time.perf_counter() - c.elapsed
-        with progress_bar(cfg) as progress:
-            bar = progress.add_task("frames", total=cfg.frames, completed=self.frame, fps=0.0, reward="-")
-            while self.frame < cfg.frames:
-                if self.frame >= c.next_eval:
-                    last_eval = self.run_eval()
-                    progress.console.print(f"eval  frame {self.frame:>9,}  reward {last_eval['episode_reward']:8.1f}")
-                t0, f0 = time.perf_counter(), self.frame
-                row = self.run_chunk()
-                c.elapsed = time.perf_counter() - start
-                row |= {"fps": (self.frame - f0) / max(time.perf_counter() - t0, 1e-9), "time": c.elapsed}
-                self.logger.log("train", row)
-                c.rows += 1
-                progress.update(bar, completed=self.frame, fps=row["fps"],
-                                reward=f"{row.get('episode_reward', float('nan')):.1f}")
-                if self.frame >= c.next_checkpoint or self.frame >= cfg.frames:
-                    c.next_checkpoint = self.frame + cfg.checkpoint_every
-                    self.save_checkpoint()
-        if c.evals == 0 or self.frame >= c.next_eval:
-            last_eval = self.run_eval()
-            console.print(f"eval  frame {self.frame:>9,}  reward {last_eval['episode_reward']:8.1f}")
-            self.save_checkpoint()
-        meta.finish(self.run_dir, self.frame, c.elapsed)
-        self.logger.close()
-        return last_eval
+    def describe(self) -> str:
+        return f"{super().describe()} num_envs={self.num_envs} updates/step={self.updates_per_step:g}"
 
-    def run_chunk(self) -> dict[str, Any]:
-        """Act, store and update for ``chunk_steps`` vector steps; return the train row."""
+    def run_unit(self, progress: Any = None, bar: Any = None) -> dict[str, Any]:
+        """Act, store and update for ``chunk_steps`` vector steps (one episode length); return the train row."""
         cfg, c = self.cfg, self.counters
         seed_steps = math.ceil(cfg.seed_frames / (self.action_repeat * self.num_envs))
         sums: dict[str, torch.Tensor] = {}
@@ -191,6 +160,7 @@ class BatchedTrainer:
             c.step += 1
         episodes = int(ep_count)
         c.episode += episodes
+        c.rows += 1
         row: dict[str, Any] = {"frame": self.frame, "step": c.step, "episode": c.episode, "updates": updates}
         if episodes:
             row |= {"episode_reward": float(ep_return) / episodes, "episode_length": float(ep_length) / episodes}

@@ -195,7 +195,67 @@ def evaluate(agent: OffPolicyAgent, env: gym.Env, episodes: int, seed: int, fram
     return returns
 
 
-class Trainer:
+class Run:
+    """The loop every off-policy run shares: evaluate every ``eval_every`` frames, train one unit (an episode of
+    the single env, a chunk of vector steps of batched envs), log its row, checkpoint every ``checkpoint_every``
+    frames. Subclasses hold the env, agent and replay and define the unit, evaluation and checkpoint."""
+
+    cfg: TrainConfig
+    counters: Counters
+    logger: Logger
+    run_dir: Path
+    replay: Any
+
+    @property
+    def frame(self) -> int:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """The run's one-line header."""
+        cfg = self.cfg
+        return f"[bold]ssrl train[/] {cfg.env} agent={cfg.agent.name} representation={cfg.representation.name}"
+
+    def run_unit(self, progress: Progress, bar: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def run_eval(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def save_checkpoint(self) -> None:
+        raise NotImplementedError
+
+    def train(self) -> dict[str, float]:
+        """Train until ``cfg.frames`` (the end of the unit that reaches it); return the last eval row."""
+        cfg, c = self.cfg, self.counters
+        console.print(f"{self.describe()} -> {self.run_dir}\n{self.replay.memory_estimate()}")
+        last_eval: dict[str, float] = {}
+        start = time.perf_counter() - c.elapsed
+        with progress_bar(cfg) as progress:
+            bar = progress.add_task("frames", total=cfg.frames, completed=self.frame, fps=0.0, reward="-")
+            while self.frame < cfg.frames:
+                if self.frame >= c.next_eval:
+                    last_eval = self.run_eval()
+                    progress.console.print(f"eval  frame {self.frame:>9,}  reward {last_eval['episode_reward']:8.1f}")
+                t0, f0 = time.perf_counter(), self.frame
+                row = self.run_unit(progress, bar)
+                c.elapsed = time.perf_counter() - start
+                row |= {"fps": (self.frame - f0) / max(time.perf_counter() - t0, 1e-9), "time": c.elapsed}
+                self.logger.log("train", row)
+                progress.update(bar, completed=self.frame, fps=row["fps"],
+                                reward=f"{row.get('episode_reward', float('nan')):.1f}")
+                if self.frame >= c.next_checkpoint or self.frame >= cfg.frames:
+                    c.next_checkpoint = self.frame + cfg.checkpoint_every
+                    self.save_checkpoint()
+        if c.evals == 0 or self.frame >= c.next_eval:
+            last_eval = self.run_eval()
+            console.print(f"eval  frame {self.frame:>9,}  reward {last_eval['episode_reward']:8.1f}")
+            self.save_checkpoint()
+        meta.finish(self.run_dir, self.frame, c.elapsed)
+        self.logger.close()
+        return last_eval
+
+
+class Trainer(Run):
     """Holds one run. ``Trainer(cfg).train()`` trains, or resumes if ``run_dir`` has a checkpoint."""
 
     def __init__(self, cfg: TrainConfig) -> None:
@@ -243,37 +303,8 @@ class Trainer:
                                         "rng": rng_state(self.rng)})
 
     # -------------------------------------------------------------------------------------- training
-    def train(self) -> dict[str, float]:
-        """Train until ``cfg.frames`` (the first episode end at or after it); return the last eval row."""
-        cfg, c = self.cfg, self.counters
-        console.print(f"[bold]ssrl train[/] {cfg.env} agent={cfg.agent.name} representation={cfg.representation.name}"
-                      f" -> {self.run_dir}\n{self.replay.memory_estimate()}")
-        last_eval: dict[str, float] = {}
-        start = time.perf_counter() - c.elapsed
-        with progress_bar(cfg) as progress:
-            bar = progress.add_task("frames", total=cfg.frames, completed=self.frame, fps=0.0, reward="-")
-            while self.frame < cfg.frames:
-                if self.frame >= c.next_eval:
-                    last_eval = self.run_eval()
-                    progress.console.print(f"eval  frame {self.frame:>9,}  reward {last_eval['episode_reward']:8.1f}")
-                t0, f0 = time.perf_counter(), self.frame
-                row = self.run_episode(progress, bar)
-                c.elapsed = time.perf_counter() - start
-                row |= {"fps": (self.frame - f0) / max(time.perf_counter() - t0, 1e-9), "time": c.elapsed}
-                self.logger.log("train", row)
-                progress.update(bar, completed=self.frame, fps=row["fps"], reward=f"{row['episode_reward']:.1f}")
-                if self.frame >= c.next_checkpoint or self.frame >= cfg.frames:
-                    c.next_checkpoint = self.frame + cfg.checkpoint_every
-                    self.save_checkpoint()
-        if c.evals == 0 or self.frame >= c.next_eval:
-            last_eval = self.run_eval()
-            console.print(f"eval  frame {self.frame:>9,}  reward {last_eval['episode_reward']:8.1f}")
-            self.save_checkpoint()
-        meta.finish(self.run_dir, self.frame, c.elapsed)
-        self.logger.close()
-        return last_eval
 
-    def run_episode(self, progress: Progress, bar: Any) -> dict[str, Any]:
+    def run_unit(self, progress: Progress, bar: Any) -> dict[str, Any]:
         """Act, store and update for one episode; return its train row."""
         cfg, c = self.cfg, self.counters
         obs, _ = self.env.reset(seed=episode_seed(cfg.seed, 0, c.episode))
