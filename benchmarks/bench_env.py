@@ -53,11 +53,11 @@ def main() -> None:
 
     action_repeat = args.action_repeat or ssrl.envs.default_action_repeat(args.task)
     runs = {
-        "pixels, render=fast": dict(obs="pixels", render="fast", steps=args.steps),
+        "pixels, render=fast": {"obs": "pixels", "render": "fast", "steps": args.steps},
         # The offscreen buffer is max(size, render_size); this row grows it to a video's 256x256.
-        "pixels, render=fast, buffer=256": dict(obs="pixels", render="fast", render_size=256, steps=args.steps),
-        "pixels, render=dmc": dict(obs="pixels", render="dmc", steps=args.steps),
-        "state (no rendering)": dict(obs="state", steps=10 * args.steps),
+        "pixels, render=fast, buffer=256": {"obs": "pixels", "render": "fast", "render_size": 256, "steps": args.steps},
+        "pixels, render=dmc": {"obs": "pixels", "render": "dmc", "steps": args.steps},
+        "state (no rendering)": {"obs": "state", "steps": 10 * args.steps},
     }
     rates = {
         name: steps_per_second(args.task, run.pop("steps"), size=args.size, action_repeat=action_repeat, **run)

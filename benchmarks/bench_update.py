@@ -34,18 +34,19 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+from profile_update import filled_replay
 from rich.console import Console
 from rich.table import Table
+from torch import nn
 
-from profile_update import filled_replay
 from ssrl.agents import OffPolicyAgent, make_agent
 from ssrl.config import parse_overrides
 
@@ -60,7 +61,7 @@ class FloatReplay:
 
     def __init__(self, frames: np.ndarray, capacity: int, action_dim: int, seed: int = 0) -> None:
         rng = np.random.default_rng(seed)
-        pick = lambda: frames[rng.integers(len(frames), size=capacity)].astype(np.float32)  # noqa: E731
+        pick = lambda: frames[rng.integers(len(frames), size=capacity)].astype(np.float32)
         self.obs, self.next_obs = pick(), pick()
         self.action = rng.uniform(-1, 1, (capacity, action_dim)).astype(np.float32)
         self.reward = rng.normal(size=(capacity, 1)).astype(np.float32)

@@ -48,8 +48,8 @@ def main(argv: list[str]) -> int:
     s = report.build_report([root], Path("reports") / experiment, ns.reference, ns.reps)
     frames = {t: r["frame"] for t, r in s["per_task"].items()}
     lines = [f"# {experiment}: {ns.seeds} seed(s), `{' '.join(args)}`", "",
-             f"Wall time {wall / 60:.1f} min for the suite ({ns.jobs} at a time) on {platform.node()} "
-             f"({platform.processor() or platform.machine()}); report in reports/{experiment}/."]
+             (f"Wall time {wall / 60:.1f} min for the suite ({ns.jobs} at a time) on {platform.node()} "
+             f"({platform.processor() or platform.machine()}); report in reports/{experiment}/.")]
     lines += report.published_markdown(s["published"], frames)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{experiment}.md").write_text("\n".join(lines) + "\n")

@@ -12,7 +12,7 @@ import torch
 
 pytest.importorskip("mujoco_warp", reason="MuJoCo Warp is not installed (pip install 'ssrl[gpu]')")
 
-from ssrl.envs.batched import make_batched  # noqa: E402
+from ssrl.envs.batched import make_batched
 
 
 @pytest.mark.slow
@@ -41,7 +41,7 @@ def test_warp_on_cuda_matches_mujoco_c_with_tensors_on_the_gpu() -> None:
     env.reset(seed=0)
     c.reset(seed=0)
     for _ in range(5):  # the first step captures a CUDA graph, later ones replay it
-        obs, reward, terminated, truncated, _ = env.step(torch.zeros(64, 6, device="cuda"))
+        obs, reward, _terminated, truncated, _ = env.step(torch.zeros(64, 6, device="cuda"))
         obs_c, reward_c, *_ = c.step(torch.zeros(64, 6))
     assert obs.device.type == reward.device.type == truncated.device.type == "cuda"
     torch.testing.assert_close(obs.cpu(), obs_c, atol=1e-3, rtol=1e-3)

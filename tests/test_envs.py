@@ -79,7 +79,7 @@ def test_action_repeat_sums_rewards_of_repeated_steps():
     np.testing.assert_array_equal(once.reset()[0], twice.reset()[0])
     for action in actions:
         r1 = once.step(action)[1] + once.step(action)[1]
-        obs2, r2, *_ = twice.step(action)
+        _obs2, r2, *_ = twice.step(action)
         assert r2 == pytest.approx(r1, abs=1e-9)
     np.testing.assert_array_equal(once.step(actions[0])[0], twice.unwrapped.step(actions[0])[0])
 
@@ -119,7 +119,7 @@ def test_make_vec(vectorization):
         obs, _ = envs.reset()
         assert obs.shape == (2, 9, SIZE, SIZE) and obs.dtype == np.uint8
         assert not np.array_equal(obs[0], obs[1])  # sub-envs get different seeds
-        obs, reward, terminated, truncated, _ = envs.step(np.zeros((2, 1), np.float32))
+        obs, reward, _terminated, _truncated, _ = envs.step(np.zeros((2, 1), np.float32))
         assert reward.shape == (2,) and obs.shape == (2, 9, SIZE, SIZE)
     finally:
         envs.close()

@@ -67,11 +67,11 @@ def test_corrupt_dataset_files_are_named(dataset: Path, tmp_path: Path) -> None:
 
     bad = tmp_path / "bad"
     shutil.copytree(dataset, bad)
-    first = sorted(bad.glob("*.npz"))[0]
+    first = min(bad.glob("*.npz"))
     first.write_bytes(first.read_bytes()[:1000])  # truncated
     with pytest.raises(DatasetError, match=first.name):
         Dataset(bad)
-    with np.load(sorted(dataset.glob("*.npz"))[0]) as z:
+    with np.load(min(dataset.glob("*.npz"))) as z:
         arrays = dict(z)
     arrays["obs/pixels"] = arrays["obs/pixels"].astype(np.float32)  # wrong dtype
     np.savez(first, **arrays)

@@ -28,7 +28,7 @@ def test_published_table_matches_the_reference_readme():
         return
     columns = [("CURL", 100_000), ("CURL", 500_000), ("SAC+AE", 100_000), ("Dreamer", 100_000),
                ("state SAC", 100_000)]
-    rows = re.findall(r"^\| (\w+) \| (\d+) \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|$", REFERENCE_README.read_text(), re.M)
+    rows = re.findall(r"^\| (\w+) \| (\d+) \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|$", REFERENCE_README.read_text(), re.MULTILINE)
     assert len(rows) == 6
     for name, *values in rows:
         task = next(t for t in TASKS if t.replace("-", "_").endswith(name))

@@ -53,7 +53,7 @@ def build(agent: str, *extra: str):
 # ------------------------------------------------------------------------------ straightforward references
 def drqv2_shift(x: torch.Tensor, offsets: torch.Tensor, pad: int = 4) -> torch.Tensor:
     """DrQ-v2's RandomShiftsAug (float replicate pad + bilinear grid_sample) at the given (dx, dy) offsets."""
-    n, _, h, w = x.shape
+    n, _, h, _w = x.shape
     x = F.pad(x.float(), (pad,) * 4, mode="replicate")
     eps = 1.0 / (h + 2 * pad)
     arange = torch.linspace(-1.0 + eps, 1.0 - eps, h + 2 * pad)[:h]

@@ -21,4 +21,4 @@ def make_agent(cfg: TrainConfig, obs_space: gym.Space, action_space: gym.spaces.
     return agent
 
 
-__all__ = ["AGENTS", "DrQV2", "OffPolicyAgent", "SAC", "make_agent"]
+__all__ = ["AGENTS", "SAC", "DrQV2", "OffPolicyAgent", "make_agent"]

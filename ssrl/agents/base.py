@@ -17,7 +17,14 @@ from ssrl.data import to_torch
 from ssrl.errors import ConfigError
 from ssrl.nn.augment import Augment
 from ssrl.nn.encoders import PixelEncoder, make_encoder
-from ssrl.nn.utils import adam, compile_or_eager, frozen_copy, mlp, orthogonal_init, soft_update
+from ssrl.nn.utils import (
+    adam,
+    compile_or_eager,
+    frozen_copy,
+    mlp,
+    orthogonal_init,
+    soft_update,
+)
 from ssrl.representations import make_representation
 
 Metrics = dict[str, torch.Tensor]

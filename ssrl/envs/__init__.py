@@ -107,7 +107,7 @@ def make(
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
-    options = dict(camera=camera, size=size, render_size=render_size, render=render, seed=seed)
+    options = {"camera": camera, "size": size, "render_size": render_size, "render": render, "seed": seed}
     if entry[0] == "dmc":
         from ssrl.envs.dmc import DMCEnv
 

@@ -21,9 +21,10 @@ import itertools
 import json
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import yaml
@@ -270,8 +271,7 @@ def plot_sample_efficiency(scores: dict[str, np.ndarray], frames: np.ndarray, ou
     """IQM of normalised scores across tasks at each frame, with 95% stratified-bootstrap bands."""
     import matplotlib.pyplot as plt
     from rliable import library as rly
-    from rliable import metrics
-    from rliable import plot_utils
+    from rliable import metrics, plot_utils
 
     def iqm(x: np.ndarray) -> np.ndarray:
         return np.array([metrics.aggregate_iqm(x[..., i]) for i in range(x.shape[-1])])
@@ -407,8 +407,8 @@ def markdown(s: dict[str, Any], out: Path) -> str:
     title = f"# Results: {s['runs']} runs, {n_tasks} task{'s' * (n_tasks != 1)}, methods {', '.join(s['methods'])}"
     proxy = s.get("published", {}).get("proxy")
     lines = [title, "", *([f"**{proxy}.**", ""] if proxy else []),
-             "Final evaluation return (mean over seeds [95% bootstrap CI], n seeds) at the last frame all runs "
-             "of the task reached.", "",
+             ("Final evaluation return (mean over seeds [95% bootstrap CI], n seeds) at the last frame all runs "
+             "of the task reached."), "",
              "| task | frame | " + " | ".join(methods) + " |", "|---|---:|" + "---:|" * len(methods)]
     for task, row in s["per_task"].items():
         cells = [f"{row[m][0]:.1f} [{row[m][1]:.1f}, {row[m][2]:.1f}] (n={row[m][3]})" if m in row else "-"
@@ -416,9 +416,9 @@ def markdown(s: dict[str, Any], out: Path) -> str:
         lines.append(f"| {task} | {row['frame']:,.0f} | " + " | ".join(cells) + " |")
     if s["aggregate"]:
         n = len(s["aggregate_tasks"])
-        lines += ["", f"Aggregate over {n} task{'s' * (n != 1)} of scores normalised by the task's maximum "
+        lines += ["", (f"Aggregate over {n} task{'s' * (n != 1)} of scores normalised by the task's maximum "
                   f"(DMC: 1000); 95% stratified-bootstrap CIs ({s['bootstrap']['reps']} resamples). Optimality gap: "
-                  "lower is better.", "", "| method | " + " | ".join(METRICS) + " |", "|---|" + "---:|" * len(METRICS)]
+                  "lower is better."), "", "| method | " + " | ".join(METRICS) + " |", "|---|" + "---:|" * len(METRICS)]
         for method, row in s["aggregate"].items():
             lines.append(f"| {method} | " + " | ".join(_ci(row[k]) for k in METRICS) + " |")
     if s["probability_of_improvement"]:

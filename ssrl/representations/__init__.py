@@ -25,4 +25,4 @@ def make_representation(cfg: Any, encoder: nn.Module, obs_space: gym.Space, acti
     return REGISTRY[cfg.name](encoder, obs_space, action_space, cfg)
 
 
-__all__ = ["CURL", "Masked", "REGISTRY", "Representation", "SPR", "WorldModel", "make_representation"]
+__all__ = ["CURL", "REGISTRY", "SPR", "Masked", "Representation", "WorldModel", "make_representation"]

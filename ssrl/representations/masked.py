@@ -21,7 +21,15 @@ from torch import nn
 
 from ssrl.nn.encoders import is_image_space
 from ssrl.nn.utils import frozen_copy, mlp
-from ssrl.representations.base import Obs, Representation, batch_size, check, cosine_loss, fold, health
+from ssrl.representations.base import (
+    Obs,
+    Representation,
+    batch_size,
+    check,
+    cosine_loss,
+    fold,
+    health,
+)
 
 
 def cube_mask(shape: tuple[int, ...], ratio: float, cube_time: int, cube_size: int, device: torch.device) -> torch.Tensor:

@@ -25,7 +25,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssrl.nn.utils import frozen_copy, mlp, orthogonal_init
-from ssrl.representations.base import Representation, check, cosine_loss, encode_sequence, health, take
+from ssrl.representations.base import (
+    Representation,
+    check,
+    cosine_loss,
+    encode_sequence,
+    health,
+    take,
+)
 
 
 class LatentTransition(nn.Module):

@@ -20,7 +20,14 @@ from torch import nn
 
 from ssrl.nn.encoders import is_image_space
 from ssrl.nn.utils import frozen_copy, mlp, orthogonal_init
-from ssrl.representations.base import Obs, Representation, check, encode_sequence, health, take
+from ssrl.representations.base import (
+    Obs,
+    Representation,
+    check,
+    encode_sequence,
+    health,
+    take,
+)
 from ssrl.representations.spr import LatentTransition
 
 
