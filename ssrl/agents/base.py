@@ -82,12 +82,7 @@ class OffPolicyAgent(nn.Module):
         encoder_group = [] if encoder_cfg.pretrained and encoder_cfg.freeze else [
             {"params": self.encoder.parameters(), "lr": cfg.lr * encoder_cfg.lr_scale}]
         self.critic_opt = adam([{"params": self.critic.parameters(), "lr": cfg.lr}, *encoder_group], lr=cfg.lr)
-        self.repr_opt = None
-        if self.representation is not None:
-            params = list(self.representation.parameters())
-            if self.representation.trains_encoder:
-                params += list(self.encoder.parameters())
-            self.repr_opt = adam(params, lr=repr_cfg.lr)
+        self.repr_opt = None if self.representation is None else self.representation.make_optimizer(repr_cfg.lr)
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
         self.speed = SpeedConfig(channels_last=False)
         self._sampler: ThreadPoolExecutor | None = None
@@ -195,13 +190,7 @@ class OffPolicyAgent(nn.Module):
         length = self.representation.sequence_length
         if length > 0:
             batch = to_torch(replay.sample_sequences(self.cfg.batch_size, length), self.device)
-        encoder = self.representation.encoder_view(self.encoder)  # no-grad view unless it trains the encoder
-        loss, metrics = self.representation.loss(batch, encoder, self.augment)
-        self.repr_opt.zero_grad(set_to_none=True)
-        (self.repr_weight * loss).backward()
-        self.repr_opt.step()
-        self.representation.update_targets()
-        return {"repr_loss": loss.detach(), **{f"repr_{k}": v for k, v in metrics.items()}}
+        return self.representation.step(batch, self.augment, self.repr_opt, self.repr_weight)
 
     def update_targets(self) -> None:
         soft_update(self.critic_target, self.critic, self.cfg.critic_tau)

@@ -27,7 +27,7 @@ from torch import nn
 from ssrl.config import EncoderConfig, PPOConfig, RepresentationConfig
 from ssrl.nn.augment import Augment
 from ssrl.nn.encoders import make_encoder
-from ssrl.nn.utils import adam, mlp
+from ssrl.nn.utils import mlp
 from ssrl.representations import make_representation
 
 
@@ -118,10 +118,7 @@ class PPO:
         self.repr_opt: torch.optim.Optimizer | None = None
         if self.representation is not None:
             self.representation.to(device)
-            params = list(self.representation.parameters())
-            if self.representation.trains_encoder:
-                params += list(self.model.encoders[1].parameters())
-            self.repr_opt = adam(params, lr=repr_cfg.lr)
+            self.repr_opt = self.representation.make_optimizer(repr_cfg.lr)
         self.repr_weight = repr_cfg.weight
         self.return_rms = RunningMeanStd().to(device)
         self._discounted = torch.zeros(self.num_envs, device=device)
@@ -272,13 +269,8 @@ class PPO:
         """One step of the self-supervised loss; trains its module and, if `trains_encoder`, the critic's
         encoder (shared with the actor)."""
         assert self.representation is not None and self.repr_opt is not None
-        encoder = self.representation.encoder_view(self.model.encoders[1])
-        loss, metrics = self.representation.loss(batch, encoder, self.augment)
-        self.repr_opt.zero_grad(set_to_none=True)
-        (self.repr_weight * loss).backward()
-        self.repr_opt.step()
-        self.representation.update_targets()
-        return {"repr_loss": loss.item(), **{f"repr_{k}": float(v) for k, v in metrics.items()}}
+        metrics = self.representation.step(batch, self.augment, self.repr_opt, self.repr_weight)
+        return {k: float(v) for k, v in metrics.items()}
 
     def state_dict(self) -> dict[str, Any]:
         """Everything that continues training exactly: weights, optimizers, running statistics, counters."""

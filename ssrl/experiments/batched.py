@@ -15,10 +15,9 @@ env in a :class:`~ssrl.data.DeviceReplay` on the training device, and the agent 
   the mean return and length of the episodes finished in it, env frames/s and mean update metrics. Eval
   (deterministic policy, one episode in each of ``eval_episodes`` batched envs) and checkpoints happen between
   chunks at ``eval_every``/``checkpoint_every`` frames, as the single-env Trainer does between episodes.
-- Checkpoints hold weights, optimizers, counters, RNG states and the replay. Rerunning the command resumes:
-  the open episodes are cut (truncated) in the replay and the envs start new episodes, so a resumed run
-  continues from the same weights and data but not bit-for-bit as an uninterrupted one would (the physics
-  state of the envs is not saved).
+- Checkpoints hold weights, optimizers, counters, RNG states, the replay and (cpu backend) every env's state
+  (``BatchedEnv.state_dict``), so rerunning the command resumes exactly. On the warp backend the open episodes
+  are cut (truncated) in the replay and the envs start new episodes.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from ssrl import config as config_lib
@@ -166,15 +164,10 @@ class BatchedTrainer(Run):
             row |= {"episode_reward": float(ep_return) / episodes, "episode_length": float(ep_length) / episodes}
         return row | {k: float(v) / updates for k, v in sums.items()}
 
-    def run_eval(self) -> dict[str, float]:
-        c = self.counters
+    def eval_returns(self) -> list[float]:
+        """One deterministic-policy episode in each of the ``eval_episodes`` envs of the eval env."""
         self.agent.train(False)
         returns = evaluate_batched(lambda obs: self.agent.act_batch(obs, self.frame, eval_mode=True), self.eval_env,
                                    episode_seed(self.cfg.seed, 1, self.frame))
         self.agent.train(True)
-        c.evals += 1
-        c.next_eval = self.frame + self.cfg.eval_every
-        row = {"frame": self.frame, "step": c.step, "episode": c.episode, "episode_reward": float(np.mean(returns)),
-               "episode_reward_std": float(np.std(returns)), "time": c.elapsed}
-        self.logger.log("eval", row)
-        return row
+        return returns

@@ -218,8 +218,20 @@ class Run:
     def run_unit(self, progress: Progress, bar: Any) -> dict[str, Any]:
         raise NotImplementedError
 
-    def run_eval(self) -> dict[str, float]:
+    def eval_returns(self) -> list[float]:
+        """Returns of this evaluation's deterministic-policy episodes."""
         raise NotImplementedError
+
+    def run_eval(self) -> dict[str, float]:
+        """Evaluate, log the eval row and schedule the next evaluation."""
+        c = self.counters
+        returns = self.eval_returns()
+        c.evals += 1
+        c.next_eval = self.frame + self.cfg.eval_every
+        row = {"frame": self.frame, "step": c.step, "episode": c.episode, "episode_reward": float(np.mean(returns)),
+               "episode_reward_std": float(np.std(returns)), "time": c.elapsed}
+        self.logger.log("eval", row)
+        return row
 
     def save_checkpoint(self) -> None:
         raise NotImplementedError
@@ -334,15 +346,8 @@ class Trainer(Run):
                                "episode_reward": total, "episode_length": length}
         return row | {k: float(v) / updates for k, v in sums.items()}
 
-    def run_eval(self) -> dict[str, float]:
-        c = self.counters
-        returns = evaluate(self.agent, self.eval_env, self.cfg.eval_episodes, self.cfg.seed, self.frame)
-        c.evals += 1
-        c.next_eval = self.frame + self.cfg.eval_every
-        row = {"frame": self.frame, "step": c.step, "episode": c.episode, "episode_reward": float(np.mean(returns)),
-               "episode_reward_std": float(np.std(returns)), "time": c.elapsed}
-        self.logger.log("eval", row)
-        return row
+    def eval_returns(self) -> list[float]:
+        return evaluate(self.agent, self.eval_env, self.cfg.eval_episodes, self.cfg.seed, self.frame)
 
 
 def load_run(run_dir: Path, device: str = "auto", render_size: int | None = None

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssrl.errors import ConfigError
-from ssrl.nn.utils import soft_update
+from ssrl.nn.utils import adam, soft_update
 
 Obs = torch.Tensor | dict[str, torch.Tensor]
 
@@ -68,6 +68,25 @@ class Representation(nn.Module):
     def encoder_view(self, encoder: nn.Module) -> nn.Module:
         """The encoder this module's loss may use: itself, or a no-grad view when ``trains_encoder`` is false."""
         return encoder if self.trains_encoder else NoGradView(encoder)
+
+    def make_optimizer(self, lr: float) -> torch.optim.Optimizer:
+        """The agent's optimizer for this loss: Adam over this module's parameters, plus the online encoder's
+        when ``trains_encoder``."""
+        params = list(self.parameters())
+        if self.trains_encoder:
+            params += list(self.online_encoder.parameters())
+        return adam(params, lr=lr)
+
+    def step(self, batch: dict[str, Any], augment: nn.Module, optimizer: torch.optim.Optimizer,
+             weight: float) -> dict[str, torch.Tensor]:
+        """One ``optimizer`` step on ``weight * loss`` (through :meth:`encoder_view` of the online encoder), then
+        the EMA targets; returns the detached loss and metrics as ``repr_*``."""
+        loss, metrics = self.loss(batch, self.encoder_view(self.online_encoder), augment)
+        optimizer.zero_grad(set_to_none=True)
+        (weight * loss).backward()
+        optimizer.step()
+        self.update_targets()
+        return {"repr_loss": loss.detach(), **{f"repr_{k}": v for k, v in metrics.items()}}
 
 
 class NoGradView:
