@@ -31,7 +31,7 @@ from rich.table import Table
 import ssrl.envs
 from ssrl.config import parse_overrides
 from ssrl.envs.batched import load_model, make_batched
-from ssrl.experiments.ppo import train_ppo
+from ssrl.experiments.onpolicy import train_ppo
 
 RESULTS = Path(__file__).parent / "results" / "batched.json"
 

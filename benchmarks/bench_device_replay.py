@@ -31,8 +31,9 @@ from rich.table import Table
 
 from ssrl.config import parse_overrides
 from ssrl.data import DeviceReplay, ReplayBuffer, to_torch
-from ssrl.experiments.batched import BatchedTrainer
-from ssrl.experiments.train import Trainer, progress_bar
+from ssrl.experiments.offpolicy import BatchedTrainer
+from ssrl.experiments.offpolicy import Trainer
+from ssrl.runtime.progress import progress_bar
 
 RESULTS = Path(__file__).parent / "results" / "device_replay.json"
 EPISODE, ACTION_DIM, N_STEP = 1000, 6, 3

@@ -32,7 +32,7 @@ from rich.table import Table
 from ssrl.agents import make_agent
 from ssrl.config import parse_overrides
 from ssrl.data import ReplayBuffer
-from ssrl.representations.probe import collect, pretrain, probe_r2
+from ssrl.eval.probe import collect, pretrain, probe_r2
 
 RESULTS = Path(__file__).parent / "results" / "representations.json"
 MODULES = ["none", "curl", "spr", "masked", "world_model"]

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ssrl.data.dataset import collect, info
+from ssrl.data.dataset import info
+from ssrl.experiments.collect import collect
 from ssrl.experiments import transfer
 from ssrl.experiments.pretrain import Pretrainer, parse
 

@@ -42,8 +42,9 @@ def _eval(args: list[str]) -> int:
     import imageio.v2 as imageio
     import numpy as np
 
-    from ssrl.experiments.ppo import is_ppo_run, load_policy
-    from ssrl.experiments.train import evaluate, load_run
+    from ssrl.experiments.onpolicy import is_ppo_run, load_policy
+    from ssrl.experiments.offpolicy import load_run
+    from ssrl.runtime.evaluate import evaluate
 
     opts = options("eval", args, {"run_dir": "", "episodes": "10", "video": "false", "device": "auto"})
     if not opts["run_dir"]:
@@ -84,15 +85,15 @@ def main(argv: list[str] | None = None) -> int:
             if cfg.experiment and not cfg.run_dir:  # runs/<experiment>/<overrides>, as multirun names them
                 cfg.run_dir = str(Path("runs") / cfg.experiment / multirun.run_name(ns.overrides))
             if cfg.agent.name == "ppo":
-                from ssrl.experiments.ppo import train_ppo
+                from ssrl.experiments.onpolicy import train_ppo
 
                 train_ppo(cfg)
             elif cfg.num_envs > 1:
-                from ssrl.experiments.batched import BatchedTrainer
+                from ssrl.experiments.offpolicy import BatchedTrainer
 
                 BatchedTrainer(cfg).train()
             else:
-                from ssrl.experiments.train import Trainer
+                from ssrl.experiments.offpolicy import Trainer
 
                 Trainer(cfg).train()
         elif ns.command == "config":

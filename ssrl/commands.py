@@ -42,7 +42,7 @@ def _print(info: dict) -> None:
 
 
 def collect(args: list[str]) -> int:
-    from ssrl.data.dataset import collect as run
+    from ssrl.experiments.collect import collect as run
 
     opts = options("collect", args, {"env": "", "policy": "random", "frames": "10000", "out": "", "size": "84",
                                      "frame_stack": "3", "action_repeat": "0", "render": "fast", "seed": "0",
@@ -58,6 +58,7 @@ def collect(args: list[str]) -> int:
 
 def data(args: list[str]) -> int:
     from ssrl.data import dataset
+    from ssrl.experiments.collect import export_run
 
     if args[:1] == ["info"] and len(args) == 2:
         _print(dataset.info(args[1]))
@@ -66,7 +67,7 @@ def data(args: list[str]) -> int:
         opts = options("data export", args[1:], {"run_dir": "", "out": ""})
         if not opts["run_dir"] or not opts["out"]:
             raise ConfigError("ssrl data export needs run_dir=<run> and out=<dir>")
-        _print(dataset.export_run(opts["run_dir"], opts["out"]))
+        _print(export_run(opts["run_dir"], opts["out"]))
         return 0
     raise ConfigError("usage: ssrl data info DIR | ssrl data export run_dir=RUN_DIR out=DIR")
 

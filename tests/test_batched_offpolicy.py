@@ -14,7 +14,7 @@ import torch
 from ssrl import cli
 from ssrl.agents import make_agent
 from ssrl.config import parse_overrides
-from ssrl.experiments.batched import BatchedTrainer
+from ssrl.experiments.offpolicy import BatchedTrainer
 
 TINY = "device=cpu env_threads=1 progress=false agent.batch_size=32 agent.hidden_dim=64 encoder.state_hidden_dim=64"
 

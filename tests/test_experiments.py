@@ -14,7 +14,8 @@ import yaml
 from ssrl import config as config_lib
 from ssrl.cli import main as cli_main
 from ssrl.errors import ConfigError
-from ssrl.experiments import meta, multirun, sweep
+from ssrl.experiments import multirun, sweep
+from ssrl.runtime import meta
 from ssrl.experiments.suites import SUITES, load_suite
 
 # One 1000-frame episode of cartpole-swingup (action repeat 8) with an eval before and after it.
@@ -242,7 +243,7 @@ def test_experiment_names_a_single_runs_directory(tmp_path, monkeypatch):
 
 def test_wandb_runs_are_grouped_by_experiment_and_tagged_by_task_method_seed(tmp_path, monkeypatch):
     wandb = pytest.importorskip("wandb")
-    from ssrl.experiments.train import Trainer
+    from ssrl.experiments.offpolicy import Trainer
 
     seen = {}
 

@@ -14,8 +14,8 @@ from ssrl.cli import main
 from ssrl.config import RepresentationConfig, SPRConfig, parse_overrides
 from ssrl.envs.batched import make_batched
 from ssrl.errors import ConfigError
-from ssrl.experiments import ppo as ppo_run
-from ssrl.experiments.ppo import train_ppo
+from ssrl.experiments import onpolicy as ppo_run
+from ssrl.experiments.onpolicy import train_ppo
 from ssrl.experiments.report import find_runs
 
 REPRESENTATIONS = ("spr", "masked", "world_model")

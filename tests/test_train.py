@@ -17,7 +17,8 @@ import torch
 from ssrl.cli import main
 from ssrl.config import parse_overrides
 from ssrl.errors import CheckpointError, ConfigError
-from ssrl.experiments.train import CHECKPOINT, Trainer
+from ssrl.experiments.offpolicy import Trainer
+from ssrl.runtime.checkpoint import CHECKPOINT
 
 # cartpole: action repeat 8, so one 1000-frame episode is 125 agent steps; a checkpoint after every episode.
 TINY = ["env=dmc/cartpole-swingup", "size=32", "seed_frames=400", "eval_every=1000", "eval_episodes=1",

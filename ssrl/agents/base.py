@@ -64,7 +64,7 @@ class OffPolicyAgent(nn.Module):
         self.action_dim = int(np.prod(action_space.shape))
         self.augment = Augment(cfg.augmentation, obs_space)
         if encoder_cfg.pretrained:
-            from ssrl.backbone import pretrained_encoder
+            from ssrl.nn.backbone import pretrained_encoder
 
             self.encoder = pretrained_encoder(encoder_cfg, self.augment.output_space())
         else:

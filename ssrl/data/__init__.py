@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ssrl.data.device_replay import DeviceReplay
-from ssrl.data.replay import ReplayBuffer
+from ssrl.data.host_replay import ReplayBuffer
 
 __all__ = ["DeviceReplay", "ReplayBuffer", "to_torch"]
 

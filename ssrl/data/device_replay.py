@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from ssrl.data.replay import _fmt, frame_layout
+from ssrl.data.host_replay import _fmt, frame_layout
 from ssrl.errors import ConfigError
 
 Obs = torch.Tensor | dict[str, torch.Tensor]

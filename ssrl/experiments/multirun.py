@@ -30,9 +30,9 @@ from rich.table import Table
 import ssrl
 from ssrl import config as config_lib
 from ssrl.errors import ConfigError
-from ssrl.experiments import meta
+from ssrl.runtime import meta
 from ssrl.experiments.suites import load_suite
-from ssrl.experiments.train import RESUMABLE_KEYS
+from ssrl.runtime.checkpoint import RESUMABLE_KEYS
 
 MULTIRUN_KEYS = ("suite", "seeds", "jobs")
 SINGLE_VALUED = ("run_dir", "experiment")  # paths and names: commas in them never split

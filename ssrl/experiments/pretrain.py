@@ -27,13 +27,13 @@ from rich.progress import (
 )
 
 from ssrl import config as config_lib
-from ssrl.backbone import Backbone, make_card, pixel_encoder_args
+from ssrl.nn.backbone import Backbone, make_card, pixel_encoder_args
 from ssrl.config import CURLConfig, EncoderConfig
 from ssrl.data import to_torch
 from ssrl.data.dataset import Dataset, pixel_key, read_meta
 from ssrl.errors import CheckpointError, ConfigError
-from ssrl.experiments.logger import CSVLog
-from ssrl.experiments.train import start_process
+from ssrl.runtime.logger import CSVLog
+from ssrl.runtime.seeding import start_process
 from ssrl.nn.augment import Augment
 from ssrl.nn.encoders import PixelEncoder
 from ssrl.representations import REGISTRY

@@ -30,7 +30,8 @@ import numpy as np
 import yaml
 
 from ssrl.errors import ConfigError, require_extra
-from ssrl.experiments import meta, published
+from ssrl.experiments import published
+from ssrl.runtime import meta
 
 DMC_MAX_SCORE = 1000.0
 METRICS = ("IQM", "Median", "Mean", "Optimality gap")

@@ -44,7 +44,7 @@ from rich.table import Table
 
 from ssrl import config as config_lib
 from ssrl.errors import ConfigError, require_extra
-from ssrl.experiments import meta
+from ssrl.runtime import meta
 from ssrl.experiments.multirun import launch_train, run_name
 
 METHODS = ("grid", "random", "tpe")

@@ -29,10 +29,11 @@ from rich.table import Table
 from torch import nn
 
 from ssrl import config as config_lib
-from ssrl.backbone import Backbone, load_backbone, make_card, pixel_encoder_args
+from ssrl.nn.backbone import Backbone, load_backbone, make_card, pixel_encoder_args
 from ssrl.config import EncoderConfig
 from ssrl.data import to_torch
-from ssrl.data.dataset import Dataset, episode_files, read_meta, record, subset
+from ssrl.data.dataset import Dataset, episode_files, read_meta, subset
+from ssrl.experiments.collect import record
 from ssrl.errors import ConfigError
 from ssrl.nn.augment import Augment
 from ssrl.nn.encoders import PixelEncoder
@@ -236,7 +237,7 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def run(cfg: TransferConfig) -> list[dict[str, Any]]:
     """Train and evaluate every (task, demos, seed); write ``results.json`` and ``results.md`` to ``cfg.out``."""
-    from ssrl.experiments.train import resolve_device
+    from ssrl.runtime.seeding import resolve_device
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -17,7 +17,7 @@ from typing import Any
 import gymnasium as gym
 import torch
 
-from ssrl.backbone import Backbone, load_backbone
+from ssrl.nn.backbone import Backbone, load_backbone
 
 try:
     from stable_baselines3.common.torch_layers import BaseFeaturesExtractor

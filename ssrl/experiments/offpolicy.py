@@ -1,6 +1,12 @@
-"""Off-policy agents (SAC, DrQ-v2, any representation) on batched envs with a device-resident replay.
+"""Off-policy training (SAC, DrQ-v2, any representation): one env (``Trainer``) or batched envs with a
+device-resident replay (``BatchedTrainer``, ``num_envs > 1``). Both run :class:`~ssrl.experiments.loop.Run`.
 
-``ssrl train env=dmc/cheetah-run agent=sac obs=state num_envs=32 device=cpu`` (``device=cuda num_envs=1024`` on
+The single env: budgets and intervals count environment frames (``frame = step * action_repeat``). Checkpoints
+are written at episode ends and hold everything needed to continue as if never stopped: agent weights and
+optimizers, the replay buffer (finished episodes are on disk; the checkpoint records how many belong to it),
+RNG states and counters. Rerunning the same command resumes from the last checkpoint.
+
+Batched envs: ``ssrl train env=dmc/cheetah-run agent=sac obs=state num_envs=32 device=cpu`` (``device=cuda num_envs=1024`` on
 a GPU). ``num_envs`` envs step together (``ssrl.envs.make_batched``); every vector step stores one transition per
 env in a :class:`~ssrl.data.DeviceReplay` on the training device, and the agent acts on the whole batch.
 
@@ -24,32 +30,113 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
+import numpy as np
 import torch
+from rich.progress import Progress
 
 from ssrl import config as config_lib
-from ssrl.agents import make_agent
+from ssrl.agents import OffPolicyAgent, make_agent
 from ssrl.config import TrainConfig
-from ssrl.data import DeviceReplay
+from ssrl.data import DeviceReplay, ReplayBuffer
+from ssrl.envs import default_action_repeat
 from ssrl.envs.batched import list_batched_tasks
 from ssrl.envs.batched.tasks import EPISODE_CONTROL_STEPS
-from ssrl.errors import ConfigError
-from ssrl.experiments import meta
-from ssrl.experiments.train import (
-    Counters,
-    Run,
-    console,
-    episode_seed,
-    evaluate_batched,
-    make_batched_env,
-    read_checkpoint,
-    restore_rng,
-    rng_state,
-    start_logging,
-    start_process,
-    write_checkpoint,
-)
+from ssrl.errors import CheckpointError, ConfigError
+from ssrl.experiments.loop import Counters, Run
+from ssrl.runtime import meta
+from ssrl.runtime.checkpoint import CHECKPOINT, read_checkpoint, write_checkpoint
+from ssrl.runtime.environments import make_batched_env, make_env
+from ssrl.runtime.evaluate import evaluate, evaluate_batched
+from ssrl.runtime.logger import start_logging
+from ssrl.runtime.progress import console
+from ssrl.runtime.seeding import episode_seed, resolve_device, restore_rng, rng_state, start_process
+
+
+class Trainer(Run):
+    """Holds one run. ``Trainer(cfg).train()`` trains, or resumes if ``run_dir`` has a checkpoint."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        try:
+            default_action_repeat(cfg.env)  # an unknown task fails here, before anything is written
+        except ValueError as e:
+            raise ConfigError(f"env: {e}") from None
+        self.run_dir = cfg.resolved_run_dir()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        stored = read_checkpoint(self.run_dir, cfg)
+        self.device = start_process(cfg.seed, cfg.threads, cfg.device)
+        self.rng = np.random.default_rng(cfg.seed)
+
+        self.env, self.eval_env = make_env(cfg), make_env(cfg)
+        self.action_repeat = int(self.env.get_wrapper_attr("action_repeat"))
+        space = self.env.observation_space
+        self.replay = ReplayBuffer(space, self.env.action_space, cfg.replay_capacity, frame_stack=cfg.frame_stack,
+                                   n_step=cfg.agent.n_step, gamma=cfg.agent.discount,
+                                   directory=self.run_dir / "replay", seed=cfg.seed)
+        self.agent = make_agent(cfg, space, self.env.action_space, self.device)
+        self.counters = Counters()
+        self._restore(stored)
+        meta.start(self.run_dir, config_lib.to_dict(cfg), self.frame)
+        self.logger = start_logging(cfg, self.run_dir, {"train": self.counters.episode, "eval": self.counters.evals})
+
+    # ----------------------------------------------------------------------------------------- state
+    @property
+    def frame(self) -> int:
+        return self.counters.step * self.action_repeat
+
+    def _restore(self, state: dict[str, Any] | None) -> None:
+        if state is None:
+            self.replay.restore(0)  # a run killed before its first checkpoint starts over
+            return
+        self.agent.restore(state["agent"])
+        self.replay.load_state_dict(state["replay"])
+        self.counters = Counters(**state["counters"])
+        restore_rng(state["rng"], self.rng)
+        console.print(f"[bold]resumed[/] {self.run_dir} at frame {self.frame:,} ({len(self.replay):,} transitions)")
+
+    def save_checkpoint(self) -> None:
+        write_checkpoint(self.run_dir, {"config": config_lib.to_dict(self.cfg), "agent": self.agent.checkpoint(),
+                                        "replay": self.replay.state_dict(), "counters": asdict(self.counters),
+                                        "rng": rng_state(self.rng)})
+
+    # -------------------------------------------------------------------------------------- training
+
+    def run_unit(self, progress: Progress, bar: Any) -> dict[str, Any]:
+        """Act, store and update for one episode; return its train row."""
+        cfg, c = self.cfg, self.counters
+        obs, _ = self.env.reset(seed=episode_seed(cfg.seed, 0, c.episode))
+        self.replay.add_first(obs)
+        seed_steps = cfg.seed_frames // self.action_repeat
+        sums: dict[str, torch.Tensor] = {}
+        updates, total, length, done = 0, 0.0, 0, False
+        while not done:
+            if c.step < seed_steps:
+                action = self.rng.uniform(self.env.action_space.low, self.env.action_space.high).astype(np.float32)
+            else:
+                action = self.agent.act(obs, self.frame, eval_mode=False)
+            if c.step >= seed_steps and c.step % cfg.agent.update_every == 0 and len(self.replay) > 0:
+                for key, value in self.agent.update(self.replay, self.frame).items():
+                    sums[key] = sums.get(key, 0.0) + value
+                updates += 1
+            obs, reward, terminated, truncated, _ = self.env.step(action)
+            done = terminated or truncated
+            self.replay.add(action, float(reward), obs, terminated, truncated)
+            total += float(reward)
+            length += 1
+            c.step += 1
+            if length % 50 == 0:
+                progress.update(bar, completed=self.frame)
+        c.episode += 1
+        row: dict[str, Any] = {"frame": self.frame, "step": c.step, "episode": c.episode,
+                               "episode_reward": total, "episode_length": length}
+        return row | {k: float(v) / updates for k, v in sums.items()}
+
+    def eval_returns(self) -> list[float]:
+        return evaluate(self.agent, self.eval_env, self.cfg.eval_episodes, self.cfg.seed, self.frame)
 
 
 @dataclass
@@ -171,3 +258,21 @@ class BatchedTrainer(Run):
                                    episode_seed(self.cfg.seed, 1, self.frame))
         self.agent.train(True)
         return returns
+
+
+def load_run(run_dir: Path, device: str = "auto", render_size: int | None = None
+             ) -> tuple[TrainConfig, OffPolicyAgent, gym.Env]:
+    """The config, agent (from the latest checkpoint) and an env of a finished or running run."""
+    cfg_path, ckpt_path = run_dir / "config.yaml", run_dir / CHECKPOINT
+    for path in (cfg_path, ckpt_path):
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: is {run_dir} an ssrl run directory?")
+    cfg = config_lib.load(cfg_path)
+    env = make_env(cfg, render_size)
+    agent = make_agent(cfg, env.observation_space, env.action_space, resolve_device(device))
+    try:
+        state = torch.load(ckpt_path, map_location=agent.device, weights_only=True)
+        agent.restore(state["agent"])
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {ckpt_path} is unreadable or does not match {cfg_path} ({e})") from None
+    return cfg, agent, env

@@ -29,21 +29,13 @@ from ssrl.agents.ppo import PPO, ActorCritic
 from ssrl.config import TrainConfig
 from ssrl.envs.batched import BatchedEnv
 from ssrl.errors import CheckpointError
-from ssrl.experiments import meta
-from ssrl.experiments.train import (
-    CHECKPOINT,
-    episode_seed,
-    evaluate_batched,
-    make_batched_env,
-    read_checkpoint,
-    resolve_device,
-    restore_rng,
-    rng_state,
-    start_logging,
-    start_process,
-    write_checkpoint,
-)
-from ssrl.experiments.train import make_env as make_single_env
+from ssrl.runtime import meta
+from ssrl.runtime.checkpoint import CHECKPOINT, read_checkpoint, write_checkpoint
+from ssrl.runtime.environments import make_batched_env
+from ssrl.runtime.evaluate import evaluate_batched
+from ssrl.runtime.logger import start_logging
+from ssrl.runtime.seeding import episode_seed, resolve_device, restore_rng, rng_state, start_process
+from ssrl.runtime.environments import make_env as make_single_env
 
 console = Console()
 

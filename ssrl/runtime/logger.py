@@ -9,6 +9,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ssrl import config as config_lib
+from ssrl.config import TrainConfig
+
 
 class CSVLog:
     """An append-only CSV whose header grows when new keys appear (the file is rewritten then)."""
@@ -92,3 +95,18 @@ def start_wandb(run_dir: Path, config: dict[str, Any], project: str, mode: str, 
     id_file.write_text(run_id)
     return wandb.init(project=project, dir=str(run_dir), config=config, id=run_id, resume="allow", mode=mode,
                       name=name, group=group or config.get("env"), tags=tags)
+
+
+def start_logging(cfg: TrainConfig, run_dir: Path, rows: dict[str, int]) -> Logger:
+    """The run's Logger (wandb if asked), keeping the first ``rows[namespace]`` CSV rows (those before the
+    checkpoint), after recording the config and the session in ``run_dir``."""
+    config_lib.save(cfg, run_dir / "config.yaml")
+    wandb_run = None
+    if cfg.wandb and cfg.wandb_mode != "disabled":
+        name = f"{cfg.env}/{cfg.agent.name}-{cfg.representation.name}/seed{cfg.seed}"
+        tags = [cfg.env, cfg.agent.name, cfg.representation.name, f"seed{cfg.seed}"]
+        wandb_run = start_wandb(run_dir, config_lib.to_dict(cfg), cfg.wandb_project, cfg.wandb_mode, name,
+                                tags, group=cfg.experiment or cfg.env)
+    logger = Logger(run_dir, wandb_run)
+    logger.keep_first(rows)
+    return logger

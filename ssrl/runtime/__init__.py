@@ -1,0 +1,1 @@
+"""What every run needs around its work: seeding and devices, checkpoints, logs, progress, evaluation, run metadata."""

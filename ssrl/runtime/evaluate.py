@@ -1,0 +1,46 @@
+"""Deterministic-policy evaluation in a single env or in batched envs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from ssrl.envs.batched import BatchedEnv
+from ssrl.runtime.seeding import episode_seed
+
+
+def evaluate(agent: OffPolicyAgent, env: gym.Env, episodes: int, seed: int, frame: int,
+             video: list[np.ndarray] | None = None) -> list[float]:
+    """Returns of ``episodes`` deterministic-policy episodes; appends ``env.render()`` frames to ``video``."""
+    agent.train(False)
+    returns = []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=episode_seed(seed, 1, frame, i))
+        total, done = 0.0, False
+        while not done:
+            if video is not None:
+                video.append(env.render())
+            obs, reward, terminated, truncated, _ = env.step(agent.act(obs, frame, eval_mode=True))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    agent.train(True)
+    return returns
+
+
+@torch.no_grad()
+def evaluate_batched(act: Callable[[torch.Tensor], torch.Tensor], env: BatchedEnv, seed: int) -> list[float]:
+    """Return of the first episode of each of ``env``'s envs under the (deterministic) policy ``act``, from a
+    reset with ``seed``."""
+    obs, _ = env.reset(seed=seed)
+    returns = torch.full((env.num_envs,), float("nan"), device=env.device)
+    while bool(returns.isnan().any()):
+        obs, _, _, _, info = env.step(act(obs))
+        if "episode" in info:
+            first = info["_episode"] & returns.isnan()
+            returns = torch.where(first, info["episode"]["r"], returns)
+    return returns.tolist()
