@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -13,7 +13,15 @@ from ssrl.envs.batched import BatchedEnv
 from ssrl.runtime.seeding import episode_seed
 
 
-def evaluate(agent: OffPolicyAgent, env: gym.Env, episodes: int, seed: int, frame: int,
+class Actor(Protocol):
+    """What :func:`evaluate` needs of a policy (off-policy agents, a PPO run's ``Policy``)."""
+
+    def act(self, obs: Any, frame: int, eval_mode: bool) -> np.ndarray: ...
+
+    def train(self, mode: bool = True) -> Any: ...
+
+
+def evaluate(agent: Actor, env: gym.Env, episodes: int, seed: int, frame: int,
              video: list[np.ndarray] | None = None) -> list[float]:
     """Returns of ``episodes`` deterministic-policy episodes; appends ``env.render()`` frames to ``video``."""
     agent.train(False)
