@@ -116,8 +116,8 @@ def trainer_fps(device: str, run_dir: str) -> float:
     """Env frames/s of the single-env Trainer over one 1000-frame episode with updates (after a seed episode)."""
     cfg = parse_overrides(f"{AGENT} seed_frames=1000 device={device} run_dir={run_dir}".split())
     trainer = Trainer(cfg)
-    with progress_bar(cfg) as progress:
-        bar = progress.add_task("frames", total=2000, fps=0.0, reward="-")
+    with progress_bar(cfg.progress) as progress:
+        bar = progress.add_task("frames", total=2000, rate=0.0, status="-")
         trainer.run_unit(progress, bar)
         start, frame = time.perf_counter(), trainer.frame
         trainer.run_unit(progress, bar)

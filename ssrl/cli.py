@@ -1,50 +1,109 @@
-"""The ``ssrl`` command line: ``ssrl train key=value ...``, ``ssrl eval run_dir=...``, ``ssrl config``,
-``ssrl tasks``."""
+"""The ``ssrl`` command line: one table of commands (:data:`COMMANDS`), each a handler ``f(args) -> exit code``
+taking ``key=value`` arguments (``sweep`` and ``report`` parse their own flags). Every expected failure is one
+line ``ssrl <command>: error: ...`` and exit code 2."""
 
 from __future__ import annotations
 
-import argparse
+import importlib
+import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
 from ssrl import config as config_lib
-from ssrl.commands import COMMANDS, options
-from ssrl.commands import USAGE as COMMANDS_USAGE
 from ssrl.errors import BackboneError, CheckpointError, ConfigError, DatasetError
 
 USAGE = """ssrl <command> [key=value ...]
 
 commands:
-  train   train an agent:   ssrl train env=dmc/cheetah-run agent=sac representation=none frames=100000 seed=0
-  eval    evaluate a run:   ssrl eval run_dir=runs/x episodes=10 video=true
-  train agent=ppo obs=state: PPO on batched envs (num_envs=4096 device=cuda on a GPU, num_envs=32 device=cpu)
-  train agent=sac obs=state num_envs=32: SAC/DrQ-v2 on batched envs with a replay on the training device
-  ppo     short for `ssrl train agent=ppo obs=state ...`
-  config  print the resolved config for the given overrides (all keys, defaults included)
-  tasks   list environment ids
-  sweep   hyperparameter sweep:  ssrl sweep SPEC.yaml [--address RAY_ADDRESS] [--export wandb]
-  report  aggregate results:     ssrl report RUN_DIRS... --out DIR [--reference DIR]
-""" + COMMANDS_USAGE + """
+  train     train an agent:   ssrl train env=dmc/cheetah-run agent=sac representation=none frames=100000 seed=0
+            agent=ppo obs=state: PPO on batched envs (num_envs=4096 device=cuda on a GPU, num_envs=32 device=cpu)
+            agent=sac obs=state num_envs=32: SAC/DrQ-v2 on batched envs with a replay on the training device
+  eval      evaluate a run:   ssrl eval run_dir=runs/x episodes=10 video=true
+  ppo       short for `ssrl train agent=ppo obs=state ...`
+  config    print the resolved config for the given overrides (all keys, defaults included)
+  tasks     list environment ids
+  sweep     hyperparameter sweep:  ssrl sweep SPEC.yaml [--address RAY_ADDRESS] [--export wandb]
+  report    aggregate results:     ssrl report RUN_DIRS... --out DIR [--reference DIR]
+  collect   reward-free data:   ssrl collect env=mw/reach-v3 policy=random|scripted|checkpoint:RUN_DIR frames=10000 out=data/reach
+  data      ssrl data info DIR | ssrl data export run_dir=RUN_DIR out=DIR
+  pretrain  ssrl pretrain representation=curl data=DIR steps=10000 out=backbones/curl
+  transfer  ssrl transfer backbone=PATH|scratch|random tasks=reach-v3 demos=10 seeds=3 rollouts=50 out=results/bc
+
 multirun: comma lists expand to a grid, run in parallel (jobs=N) and resumed when rerun:
   ssrl train env=dmc/cheetah-run,dmc/walker-walk representation=none seeds=5 jobs=2
   ssrl train suite=dmc100k seeds=5          (suites: dmc100k, dmc500k, dmc-hard)
 """
-# Commands with their own argument parser: name -> module with main(argv) -> exit code.
-SUBCOMMANDS = {"sweep": "ssrl.experiments.sweep", "report": "ssrl.experiments.report"}
-
-
 VIDEO_SIZE = 256
+# What the commands print without a traceback (ImportError: an optional extra is missing; the message names it).
+USER_ERRORS = (ConfigError, FileNotFoundError, CheckpointError, FloatingPointError, DatasetError, BackboneError,
+               ImportError)
 
 
-def _eval(args: list[str]) -> int:
+# ------------------------------------------------------------------------------------------------ options
+def options(command: str, args: list[str], defaults: dict[str, str]) -> dict[str, str]:
+    """``key=value`` arguments checked against ``defaults`` (which also gives the default values)."""
+    opts = dict(defaults)
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in defaults:
+            raise ConfigError(f"ssrl {command}: unknown argument '{arg}'; expected {', '.join(k + '=' for k in defaults)}")
+        opts[key] = value
+    return opts
+
+
+def _int(command: str, opts: dict[str, str], key: str) -> int:
+    try:
+        return int(float(opts[key]))
+    except ValueError:
+        raise ConfigError(f"ssrl {command}: {key}={opts[key]!r} is not an integer") from None
+
+
+def _bool(opts: dict[str, str], key: str) -> bool:
+    return opts[key].lower() in ("1", "true", "yes", "on")
+
+
+def _print(info: dict) -> None:
+    print(json.dumps(info, indent=2))
+
+
+# ----------------------------------------------------------------------------------------------- commands
+def train(args: list[str]) -> int:
+    from ssrl.experiments import multirun
+
+    if multirun.is_multirun(args):
+        return multirun.main(args)
+    cfg = config_lib.parse_overrides(args)
+    if cfg.experiment and not cfg.run_dir:  # runs/<experiment>/<overrides>, as multirun names them
+        cfg.run_dir = str(Path("runs") / cfg.experiment / multirun.run_name(args))
+    if cfg.agent.name == "ppo":
+        from ssrl.experiments.onpolicy import train_ppo
+
+        train_ppo(cfg)
+    elif config_lib.derive(cfg).batched:
+        from ssrl.experiments.offpolicy import BatchedTrainer
+
+        BatchedTrainer(cfg).train()
+    else:
+        from ssrl.experiments.offpolicy import Trainer
+
+        Trainer(cfg).train()
+    return 0
+
+
+def ppo(args: list[str]) -> int:
+    return train(["agent=ppo", "obs=state", *args])
+
+
+def evaluate(args: list[str]) -> int:
     import imageio.v2 as imageio
     import numpy as np
 
-    from ssrl.experiments.onpolicy import is_ppo_run, load_policy
     from ssrl.experiments.offpolicy import load_run
-    from ssrl.runtime.evaluate import evaluate
+    from ssrl.experiments.onpolicy import is_ppo_run, load_policy
+    from ssrl.runtime.evaluate import evaluate as run_episodes
 
     opts = options("eval", args, {"run_dir": "", "episodes": "10", "video": "false", "device": "auto"})
     if not opts["run_dir"]:
@@ -54,7 +113,7 @@ def _eval(args: list[str]) -> int:
     load = load_policy if is_ppo_run(run_dir) else load_run  # PPO: its policy in the run's single env
     cfg, agent, env = load(run_dir, opts["device"], render_size=VIDEO_SIZE if want_video else None)
     frames: list[np.ndarray] | None = [] if want_video else None
-    returns = evaluate(agent, env, int(opts["episodes"]), cfg.seed + 10_000, 0, frames)
+    returns = run_episodes(agent, env, int(opts["episodes"]), cfg.seed + 10_000, 0, frames)
     print(f"{cfg.env}: mean return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} episodes")
     if frames:
         path = Path(opts["video"]) if opts["video"].endswith(".mp4") else run_dir / "eval.mp4"
@@ -63,54 +122,96 @@ def _eval(args: list[str]) -> int:
     return 0
 
 
+def show_config(args: list[str]) -> int:
+    print(yaml.safe_dump(config_lib.to_dict(config_lib.parse_overrides(args)), sort_keys=False))
+    return 0
+
+
+def tasks(args: list[str]) -> int:
+    from ssrl.envs import list_tasks
+
+    options("tasks", args, {})
+    print("\n".join(list_tasks()))
+    return 0
+
+
+def collect(args: list[str]) -> int:
+    from ssrl.experiments.collect import collect as run
+
+    opts = options("collect", args, {"env": "", "policy": "random", "frames": "10000", "out": "", "size": "84",
+                                     "frame_stack": "3", "action_repeat": "0", "render": "fast", "seed": "0",
+                                     "progress": "true"})
+    if not opts["env"] and not opts["policy"].startswith("checkpoint:") or not opts["out"]:
+        raise ConfigError("ssrl collect needs env=<id> (or policy=checkpoint:RUN_DIR) and out=<dir>")
+    _print(run(opts["env"], opts["policy"], _int("collect", opts, "frames"), opts["out"],
+               size=_int("collect", opts, "size"), frame_stack=_int("collect", opts, "frame_stack"),
+               action_repeat=_int("collect", opts, "action_repeat"), render=opts["render"],
+               seed=_int("collect", opts, "seed"), progress=_bool(opts, "progress")))
+    return 0
+
+
+def data(args: list[str]) -> int:
+    from ssrl.data import dataset
+    from ssrl.experiments.collect import export_run
+
+    if args[:1] == ["info"] and len(args) == 2:
+        _print(dataset.info(args[1]))
+        return 0
+    if args[:1] == ["export"]:
+        opts = options("data export", args[1:], {"run_dir": "", "out": ""})
+        if not opts["run_dir"] or not opts["out"]:
+            raise ConfigError("ssrl data export needs run_dir=<run> and out=<dir>")
+        _print(export_run(opts["run_dir"], opts["out"]))
+        return 0
+    raise ConfigError("usage: ssrl data info DIR | ssrl data export run_dir=RUN_DIR out=DIR")
+
+
+def pretrain(args: list[str]) -> int:
+    from ssrl.experiments.pretrain import Pretrainer, parse
+
+    Pretrainer(parse(args)).run()
+    return 0
+
+
+def transfer(args: list[str]) -> int:
+    from ssrl.experiments.transfer import parse, run
+
+    run(parse(args))
+    return 0
+
+
+def _own_parser(module: str) -> Callable[[list[str]], int]:
+    """A command with its own argparse ``main(argv) -> exit code``."""
+    return lambda args: importlib.import_module(module).main(args)
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "train": train, "eval": evaluate, "ppo": ppo, "config": show_config, "tasks": tasks,
+    "sweep": _own_parser("ssrl.experiments.sweep"), "report": _own_parser("ssrl.experiments.report"),
+    "collect": collect, "data": data, "pretrain": pretrain, "transfer": transfer,
+}  # fmt: skip
+OWN_PARSER = {"sweep", "report"}  # they print their own help and errors
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in SUBCOMMANDS:
-        import importlib
-
-        return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
-    parser = argparse.ArgumentParser(prog="ssrl", usage=USAGE, add_help=True)
-    parser.add_argument("command", choices=["train", "eval", "ppo", "config", "tasks", *COMMANDS])
-    parser.add_argument("overrides", nargs="*")
-    ns = parser.parse_args(argv)
-    if ns.command == "ppo":
-        ns.command, ns.overrides = "train", ["agent=ppo", "obs=state", *ns.overrides]
-    try:
-        if ns.command == "train":
-            from ssrl.experiments import multirun
-
-            if multirun.is_multirun(ns.overrides):
-                return multirun.main(ns.overrides)
-            cfg = config_lib.parse_overrides(ns.overrides)
-            if cfg.experiment and not cfg.run_dir:  # runs/<experiment>/<overrides>, as multirun names them
-                cfg.run_dir = str(Path("runs") / cfg.experiment / multirun.run_name(ns.overrides))
-            if cfg.agent.name == "ppo":
-                from ssrl.experiments.onpolicy import train_ppo
-
-                train_ppo(cfg)
-            elif cfg.num_envs > 1:
-                from ssrl.experiments.offpolicy import BatchedTrainer
-
-                BatchedTrainer(cfg).train()
-            else:
-                from ssrl.experiments.offpolicy import Trainer
-
-                Trainer(cfg).train()
-        elif ns.command == "config":
-            print(yaml.safe_dump(config_lib.to_dict(config_lib.parse_overrides(ns.overrides)), sort_keys=False))
-        elif ns.command in COMMANDS:
-            return COMMANDS[ns.command](ns.overrides)
-        elif ns.command == "tasks":
-            from ssrl.envs import list_tasks
-
-            print("\n".join(list_tasks()))
-        else:
-            return _eval(ns.overrides)
-    except (ConfigError, FileNotFoundError, CheckpointError, FloatingPointError, DatasetError, BackboneError,
-            ImportError) as e:  # ImportError: an optional extra is missing; the message names it
-        print(f"ssrl {ns.command}: error: {e}", file=sys.stderr)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE, end="")
+        return 0 if argv else 2
+    command, args = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"ssrl: error: unknown command '{command}'; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    return 0
+    if command in OWN_PARSER:
+        return COMMANDS[command](args)
+    if "-h" in args or "--help" in args:
+        print(USAGE, end="")
+        return 0
+    try:
+        return COMMANDS[command](args)
+    except USER_ERRORS as e:
+        print(f"ssrl {command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,24 +1,21 @@
-"""Agents, selected by ``agent=<name>``: ``sac`` and ``drqv2``."""
+"""Agents, selected by ``agent=<name>`` (names in :mod:`ssrl.config.registry`): ``sac``, ``drqv2``, ``ppo``."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import gymnasium as gym
 import torch
 
-from ssrl.agents.base import OffPolicyAgent
-from ssrl.agents.drqv2 import DrQV2
-from ssrl.agents.sac import SAC
-from ssrl.config import TrainConfig
-
-AGENTS: dict[str, type[OffPolicyAgent]] = {"sac": SAC, "drqv2": DrQV2}
+from ssrl.agents.base import Agent, OffPolicyAgent
+from ssrl.config import TrainConfig, implementation
 
 
-def make_agent(cfg: TrainConfig, obs_space: gym.Space, action_space: gym.spaces.Box, device: torch.device) -> OffPolicyAgent:
-    """Build the agent that ``cfg.agent.name`` names, with ``cfg.encoder`` and ``cfg.representation``, running
-    with the ``cfg.speed`` settings."""
-    agent = AGENTS[cfg.agent.name](obs_space, action_space, cfg.agent, cfg.encoder, cfg.representation, device)
-    agent.set_speed(cfg.speed)
-    return agent
+def make_agent(cfg: TrainConfig, obs_space: gym.Space, action_space: gym.spaces.Box, device: torch.device,
+               env: Any = None) -> Agent:
+    """The agent registered as ``cfg.agent.name``, built from the run's config (``env``: the run's batched env,
+    which PPO steps itself)."""
+    return implementation("agent", cfg.agent.name).from_config(cfg, obs_space, action_space, device, env)
 
 
-__all__ = ["AGENTS", "SAC", "DrQV2", "OffPolicyAgent", "make_agent"]
+__all__ = ["Agent", "OffPolicyAgent", "make_agent"]

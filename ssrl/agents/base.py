@@ -1,8 +1,10 @@
-"""What SAC and DrQ-v2 share: encoder, double-Q critic with EMA target, augmentation, the update loop and
-the representation seam. Subclasses add the actor, ``act``, ``target_value`` and ``update_actor``."""
+"""The agent interface (:class:`Agent`) and what SAC and DrQ-v2 share (:class:`OffPolicyAgent`): encoder,
+double-Q critic with EMA target, augmentation, the update loop and the representation seam. Subclasses add the
+actor, ``policy``, ``target_value`` and ``update_actor``."""
 
 from __future__ import annotations
 
+import abc
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -12,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssrl.config import EncoderConfig, RepresentationConfig, SpeedConfig
+from ssrl.config import EncoderConfig, OffPolicyConfig, RepresentationConfig, SpeedConfig, TrainConfig
 from ssrl.data import to_torch
 from ssrl.errors import ConfigError
 from ssrl.nn.augment import Augment
@@ -44,7 +46,19 @@ class Critic(nn.Module):
         return self.q1(x), self.q2(x)
 
 
-class OffPolicyAgent(nn.Module):
+class Agent(abc.ABC):
+    """What every agent implements so that ``ssrl.agents.make_agent`` can build it from a run's config (register
+    it with ``ssrl.config.register_agent``)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_config(cls, cfg: TrainConfig, obs_space: gym.Space, action_space: gym.spaces.Box,
+                    device: torch.device, env: Any = None) -> Agent:
+        """The agent for ``cfg`` acting in ``obs_space``/``action_space`` (``env``: the batched env, for agents
+        that step it themselves)."""
+
+
+class OffPolicyAgent(nn.Module, Agent):
     """Actor-critic on encoder features. The critic loss (and the representation loss, if any) train the
     encoder; the actor sees detached features.
 
@@ -55,8 +69,12 @@ class OffPolicyAgent(nn.Module):
     actor: nn.Module
     actor_opt: torch.optim.Optimizer
 
-    def __init__(self, obs_space: gym.Space, action_space: gym.spaces.Box, cfg: Any, encoder_cfg: EncoderConfig,
-                 repr_cfg: RepresentationConfig, device: torch.device) -> None:
+    actor_update_every = 1  # updates per actor update (SAC: cfg.actor_update_every)
+    target_update_every = 1  # updates per target EMA step (SAC: cfg.target_update_every)
+    encoder_tau: float | None = None  # EMA rate of a target copy of the encoder (SAC); None: targets use the online one
+
+    def __init__(self, obs_space: gym.Space, action_space: gym.spaces.Box, cfg: OffPolicyConfig,
+                 encoder_cfg: EncoderConfig, repr_cfg: RepresentationConfig, device: torch.device) -> None:
         super().__init__()
         assert isinstance(action_space, gym.spaces.Box), f"continuous (Box) actions only, got {action_space}"
         self.cfg, self.device = cfg, device
@@ -71,8 +89,6 @@ class OffPolicyAgent(nn.Module):
             self.encoder = make_encoder(self.augment.output_space(), encoder_cfg)
         self.critic = Critic(self.encoder.features_dim, self.action_dim, cfg.hidden_dim)
         self.critic_target = frozen_copy(self.critic)
-        # With ``cfg.encoder_tau`` (SAC/CURL) targets use an EMA copy of the encoder, else the online one (DrQ-v2).
-        self.encoder_tau: float | None = getattr(cfg, "encoder_tau", None)
         self.encoder_target = frozen_copy(self.encoder) if self.encoder_tau is not None else None
         self.representation = make_representation(repr_cfg, self.encoder, obs_space, action_space)
         if self.representation is not None and self.representation.adds_intrinsic_reward and cfg.n_step != 1:
@@ -87,6 +103,13 @@ class OffPolicyAgent(nn.Module):
         self.speed = SpeedConfig(channels_last=False)
         self._sampler: ThreadPoolExecutor | None = None
         self._prefetch: Future | None = None
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, obs_space: gym.Space, action_space: gym.spaces.Box,
+                    device: torch.device, env: Any = None) -> OffPolicyAgent:
+        agent = cls(obs_space, action_space, cfg.agent, cfg.encoder, cfg.representation, device)
+        agent.set_speed(cfg.speed)
+        return agent
 
     def set_speed(self, speed: SpeedConfig) -> None:
         """Apply the speed settings (docs/speed.md); none of them changes the maths except ``amp``."""
@@ -150,13 +173,13 @@ class OffPolicyAgent(nn.Module):
             next_obs = self.augment(batch["next_obs"])
         features = self.encoder(obs)
         metrics = self.update_critic(features, batch["action"], batch["reward"], batch["discount"], next_obs, frame)
-        if int(self.num_updates) % getattr(self.cfg, "actor_update_every", 1) == 0:
+        if int(self.num_updates) % self.actor_update_every == 0:
             metrics |= self.update_actor(features.detach(), frame)
         if self.representation is not None:
             metrics |= self.update_representation(batch, replay)
         if bonus is not None:
             metrics["intrinsic_reward"] = bonus.mean()
-        if int(self.num_updates) % getattr(self.cfg, "target_update_every", 1) == 0:
+        if int(self.num_updates) % self.target_update_every == 0:
             self.update_targets()
         self.num_updates += 1
         if self._prefetch is not None:

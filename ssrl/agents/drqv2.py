@@ -3,10 +3,12 @@ returns (from replay), targets computed with the online encoder."""
 
 from __future__ import annotations
 
+import gymnasium as gym
 import torch
 from torch import nn
 
 from ssrl.agents.base import Metrics, OffPolicyAgent
+from ssrl.config import DrQV2Config, EncoderConfig, RepresentationConfig
 from ssrl.nn.utils import adam, mlp, orthogonal_init, schedule
 
 
@@ -20,7 +22,10 @@ def noisy(mu: torch.Tensor, std: float, clip: float | None) -> torch.Tensor:
 
 
 class DrQV2(OffPolicyAgent):
-    def __init__(self, obs_space, action_space, cfg, encoder_cfg, repr_cfg, device) -> None:
+    cfg: DrQV2Config
+
+    def __init__(self, obs_space: gym.Space, action_space: gym.spaces.Box, cfg: DrQV2Config,
+                 encoder_cfg: EncoderConfig, repr_cfg: RepresentationConfig, device: torch.device) -> None:
         super().__init__(obs_space, action_space, cfg, encoder_cfg, repr_cfg, device)
         self.actor = nn.Sequential(mlp(self.encoder.features_dim, cfg.hidden_dim, self.action_dim), nn.Tanh())
         self.actor.apply(orthogonal_init)

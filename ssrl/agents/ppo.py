@@ -18,13 +18,15 @@ lie inside one episode (the rollout's `next_obs` holds `info["final_obs"]` where
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import gymnasium as gym
 import torch
 from torch import nn
 
-from ssrl.config import EncoderConfig, PPOConfig, RepresentationConfig
+from ssrl.agents.base import Agent
+from ssrl.config import EncoderConfig, PPOConfig, RepresentationConfig, TrainConfig
 from ssrl.nn.augment import Augment
 from ssrl.nn.encoders import make_encoder
 from ssrl.nn.utils import mlp
@@ -100,8 +102,18 @@ class ActorCritic(nn.Module):
         return (dist.mean if deterministic else dist.sample()).clamp(-1, 1)
 
 
-class PPO:
+class PPO(Agent):
     """The PPO learner: `collect()` fills a rollout from a batched env, `update()` trains on it."""
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, obs_space: gym.Space, action_space: gym.spaces.Box,
+                    device: torch.device, env: Any = None) -> PPO:
+        """The run's learner on its batched ``env``; the LR anneals over the updates that ``cfg.frames`` takes."""
+        if env is None:
+            raise TypeError("PPO steps the run's batched env itself: make_agent(..., env=batched_env)")
+        frames_per_update = cfg.agent.num_steps * env.num_envs * env.action_repeat
+        total_updates = max(1, math.ceil(cfg.frames / frames_per_update))
+        return cls(env, cfg.agent, device, total_updates, cfg.encoder, cfg.representation)
 
     def __init__(self, env: gym.vector.VectorEnv, cfg: PPOConfig, device: torch.device, total_updates: int,
                  encoder_cfg: EncoderConfig | None = None, repr_cfg: RepresentationConfig | None = None) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 
+import gymnasium as gym
 import torch
 from torch import nn
 
 from ssrl.agents.base import Metrics, OffPolicyAgent
+from ssrl.config import EncoderConfig, RepresentationConfig, SACConfig
 from ssrl.nn.utils import adam, mlp, orthogonal_init
 
 LOG_STD_MIN, LOG_STD_MAX = -10.0, 2.0
@@ -39,8 +41,13 @@ class GaussianActor(nn.Module):
 
 
 class SAC(OffPolicyAgent):
-    def __init__(self, obs_space, action_space, cfg, encoder_cfg, repr_cfg, device) -> None:
+    cfg: SACConfig
+
+    def __init__(self, obs_space: gym.Space, action_space: gym.spaces.Box, cfg: SACConfig,
+                 encoder_cfg: EncoderConfig, repr_cfg: RepresentationConfig, device: torch.device) -> None:
+        self.encoder_tau = cfg.encoder_tau  # the base builds the EMA target encoder when it is set
         super().__init__(obs_space, action_space, cfg, encoder_cfg, repr_cfg, device)
+        self.actor_update_every, self.target_update_every = cfg.actor_update_every, cfg.target_update_every
         self.actor = GaussianActor(self.encoder.features_dim, self.action_dim, cfg.hidden_dim)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.init_temperature)))
         self.target_entropy = -float(self.action_dim)

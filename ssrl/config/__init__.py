@@ -4,6 +4,7 @@ overrides, YAML and diffs (:mod:`.overrides`). ``from ssrl import config`` gives
 from ssrl.config.overrides import (
     apply_overrides,
     diff,
+    diff_dicts,
     from_dict,
     load,
     parse_overrides,
@@ -11,14 +12,23 @@ from ssrl.config.overrides import (
     split_pairs,
     to_dict,
 )
-from ssrl.config.registry import AGENTS, GROUPS, REPRESENTATIONS
+from ssrl.config.registry import (
+    AGENTS,
+    GROUPS,
+    REPRESENTATIONS,
+    implementation,
+    register_agent,
+    register_representation,
+)
 from ssrl.config.schema import (
     CHOICES,
     PPO_REPRESENTATIONS,
     CURLConfig,
+    Derived,
     DrQV2Config,
     EncoderConfig,
     MaskedConfig,
+    OffPolicyConfig,
     PPOConfig,
     RepresentationConfig,
     SACConfig,
@@ -26,12 +36,12 @@ from ssrl.config.schema import (
     SPRConfig,
     TrainConfig,
     WorldModelConfig,
-    num_envs,
+    derive,
     validate,
 )
 from ssrl.errors import ConfigError
 
-__all__ = ["AGENTS", "CHOICES", "CURLConfig", "ConfigError", "DrQV2Config", "EncoderConfig", "GROUPS", "MaskedConfig",
+__all__ = ["AGENTS", "CHOICES", "CURLConfig", "ConfigError", "Derived", "OffPolicyConfig", "derive", "DrQV2Config", "EncoderConfig", "GROUPS", "MaskedConfig",
            "PPOConfig", "PPO_REPRESENTATIONS", "REPRESENTATIONS", "RepresentationConfig", "SACConfig", "SPRConfig",
-           "SpeedConfig", "TrainConfig", "WorldModelConfig", "apply_overrides", "diff", "from_dict", "load",
-           "num_envs", "parse_overrides", "save", "split_pairs", "to_dict", "validate"]
+           "SpeedConfig", "TrainConfig", "WorldModelConfig", "apply_overrides", "diff", "diff_dicts", "from_dict", "implementation",
+           "load", "register_agent", "register_representation", "parse_overrides", "save", "split_pairs", "to_dict", "validate"]

@@ -86,7 +86,7 @@ def _select_group(cfg: TrainConfig, group: str, name: str) -> None:
     options = GROUPS[group]
     if name not in options:
         raise ConfigError(f"unknown {group} '{name}'. Choose one of: {', '.join(options)}.{_close(name, options)}")
-    setattr(cfg, group, options[name]())
+    setattr(cfg, group, options[name].config())
 
 
 def split_pairs(args: list[str]) -> list[tuple[str, str]]:
@@ -123,7 +123,7 @@ def parse_overrides(args: list[str], base: TrainConfig | None = None) -> TrainCo
 
 
 # ------------------------------------------------------------------------------------------ serialisation
-def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
@@ -164,8 +164,13 @@ def load(path: Path) -> TrainConfig:
     return from_dict(data)
 
 
-def diff(a: TrainConfig, b: TrainConfig) -> dict[str, tuple[Any, Any]]:
+def diff(a: Any, b: Any) -> dict[str, tuple[Any, Any]]:
     """Keys whose values differ between two configs, as ``{dotted_key: (a_value, b_value)}``."""
+    return diff_dicts(to_dict(a), to_dict(b))
+
+
+def diff_dicts(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """:func:`diff` of two nested dicts (e.g. a config stored in a checkpoint and a new one)."""
     out: dict[str, tuple[Any, Any]] = {}
 
     def walk(prefix: str, x: Any, y: Any) -> None:
@@ -175,5 +180,5 @@ def diff(a: TrainConfig, b: TrainConfig) -> dict[str, tuple[Any, Any]]:
         elif x != y:
             out[prefix] = (x, y)
 
-    walk("", to_dict(a), to_dict(b))
+    walk("", a, b)
     return out

@@ -16,41 +16,44 @@ from ssrl.errors import ConfigError
 
 # --------------------------------------------------------------------------------------------------- groups
 @dataclass
-class SACConfig:
+class OffPolicyConfig:
+    """What every off-policy agent's config has: its batch, learning rate, networks, return and update cadence."""
+
+    name: str = ""
+    batch_size: int = 256
+    lr: float = 1e-4
+    hidden_dim: int = 1024
+    discount: float = 0.99
+    n_step: int = 1
+    critic_tau: float = 0.01
+    update_every: int = 1  # env steps per update (single env)
+    augmentation: str = "shift"
+
+
+@dataclass
+class SACConfig(OffPolicyConfig):
     """SAC with the SAC-AE/CURL pixel encoder (defaults: CURL's published hyperparameters)."""
 
     name: str = "sac"
     batch_size: int = 512
     lr: float = 1e-3
-    hidden_dim: int = 1024
-    discount: float = 0.99
-    n_step: int = 1
-    critic_tau: float = 0.01
-    encoder_tau: float = 0.05
+    encoder_tau: float = 0.05  # EMA of the encoder the critic targets use
     actor_update_every: int = 2
     target_update_every: int = 2
-    update_every: int = 1
     init_temperature: float = 0.1
     alpha_lr: float = 1e-4
     alpha_beta: float = 0.5
-    augmentation: str = "shift"
 
 
 @dataclass
-class DrQV2Config:
+class DrQV2Config(OffPolicyConfig):
     """DrQ-v2-style DDPG: n-step returns, scheduled exploration noise (defaults: DrQ-v2's published values)."""
 
     name: str = "drqv2"
-    batch_size: int = 256
-    lr: float = 1e-4
-    hidden_dim: int = 1024
-    discount: float = 0.99
     n_step: int = 3
-    critic_tau: float = 0.01
     update_every: int = 2
     stddev_schedule: str = "linear(1.0,0.1,200000)"
     stddev_clip: float = 0.3
-    augmentation: str = "shift"
 
 
 @dataclass
@@ -201,9 +204,9 @@ class TrainConfig:
     wandb_project: str = "ssrl"
     wandb_mode: str = "online"  # "online", "offline" (no account needed) or "disabled"
     progress: bool = True
-    agent: Any = field(default_factory=SACConfig)
+    agent: OffPolicyConfig | PPOConfig = field(default_factory=SACConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    representation: Any = field(default_factory=RepresentationConfig)
+    representation: RepresentationConfig = field(default_factory=RepresentationConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
 
     def resolved_run_dir(self) -> Path:
@@ -238,7 +241,7 @@ def validate(cfg: TrainConfig) -> None:
     for key in ("seed_frames", "action_repeat", "threads", "num_envs", "env_threads", "render_workers"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key}={getattr(cfg, key)}: must be >= 0")
-    if cfg.render == "warp" and (num_envs(cfg) <= 1 or cfg.backend != "warp"):
+    if cfg.render == "warp" and (derive(cfg).num_envs <= 1 or cfg.backend != "warp"):
         raise ConfigError("render=warp (MuJoCo Warp's ray tracer) draws batched envs of backend=warp: "
                           "set num_envs>1 and backend=warp, or render=fast")
     if isinstance(cfg.agent, PPOConfig):
@@ -254,9 +257,22 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"env={cfg.env!r}: expected '<suite>/<task>', e.g. dmc/cheetah-run or gym/Hopper-v5")
 
 
-def num_envs(cfg: TrainConfig) -> int:
-    """The run's number of parallel envs (``num_envs``, or the agent's default when it is 0)."""
-    return cfg.num_envs or (64 if isinstance(cfg.agent, PPOConfig) else 1)
+@dataclass(frozen=True)
+class Derived:
+    """What follows from a config, computed in one place (:func:`derive`)."""
+
+    num_envs: int  # parallel envs: ``num_envs``, or the agent's default (64 for ppo, 1 for sac/drqv2)
+    batched: bool  # batched envs (``ssrl.envs.make_batched``): ppo, or sac/drqv2 with num_envs > 1
+    updates_per_step: float  # sac/drqv2 on batched envs: updates per vector step (default: the single-env ratio)
+    threads: int  # torch CPU threads (0: torch's default; batched runs: 1, the physics pool owns the cores)
+
+
+def derive(cfg: TrainConfig) -> Derived:
+    on_policy = isinstance(cfg.agent, PPOConfig)
+    envs = cfg.num_envs or (64 if on_policy else 1)
+    batched = on_policy or envs > 1
+    updates = 0.0 if on_policy else cfg.updates_per_step or envs / cfg.agent.update_every
+    return Derived(envs, batched, updates, cfg.threads or (1 if batched else 0))
 
 
 PPO_REPRESENTATIONS = ("none", "spr", "masked", "world_model")  # state-observation objectives PPO trains
@@ -267,8 +283,8 @@ def _validate_ppo(cfg: TrainConfig) -> None:
     for key in ("num_steps", "epochs", "minibatches"):
         if getattr(ppo, key) <= 0:
             raise ConfigError(f"agent.{key}={getattr(ppo, key)}: must be positive")
-    if num_envs(cfg) * ppo.num_steps < ppo.minibatches:
-        raise ConfigError(f"agent.minibatches={ppo.minibatches} exceeds the {num_envs(cfg) * ppo.num_steps} "
+    if derive(cfg).num_envs * ppo.num_steps < ppo.minibatches:
+        raise ConfigError(f"agent.minibatches={ppo.minibatches} exceeds the {derive(cfg).num_envs * ppo.num_steps} "
                           "transitions of a rollout (num_envs * agent.num_steps)")
     if cfg.obs != "state":
         raise ConfigError(f"obs={cfg.obs}: agent=ppo runs batched envs with state observations; set obs=state")
@@ -276,10 +292,10 @@ def _validate_ppo(cfg: TrainConfig) -> None:
     if rep.name not in PPO_REPRESENTATIONS:
         raise ConfigError(f"representation={rep.name}: agent=ppo with obs=state takes representation="
                           f"{', '.join(PPO_REPRESENTATIONS)} (CURL contrasts augmented views of pixels)")
-    if getattr(rep, "intrinsic_coef", 0.0) > 0:
+    if isinstance(rep, WorldModelConfig) and rep.intrinsic_coef > 0:
         raise ConfigError(f"representation.intrinsic_coef={rep.intrinsic_coef}: agent=ppo takes no intrinsic "
                           "reward; set representation.intrinsic_coef=0")
-    if getattr(rep, "k", 0) > ppo.num_steps:
+    if isinstance(rep, (SPRConfig, MaskedConfig, WorldModelConfig)) and rep.k > ppo.num_steps:
         raise ConfigError(f"representation.k={rep.k}: sequences come from one rollout, so k must be <= "
                           f"agent.num_steps={ppo.num_steps}")
 

@@ -9,8 +9,9 @@ import torch
 
 from ssrl.data.device_replay import DeviceReplay
 from ssrl.data.host_replay import ReplayBuffer
+from ssrl.data.protocol import Batch, Replay, SequenceBatch
 
-__all__ = ["DeviceReplay", "ReplayBuffer", "to_torch"]
+__all__ = ["Batch", "DeviceReplay", "Replay", "ReplayBuffer", "SequenceBatch", "to_torch"]
 
 
 def to_torch(batch: np.ndarray | torch.Tensor | dict[str, Any], device: str | torch.device

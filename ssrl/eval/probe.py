@@ -14,7 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ssrl.agents import OffPolicyAgent
 from ssrl.data import ReplayBuffer, to_torch
+from ssrl.experiments.pretrain import pretrain_step
 
 
 @dataclass
@@ -118,13 +120,9 @@ def probe_r2(encoder: nn.Module, augment: nn.Module, data: ProbeData, test_episo
     return r2(prediction, y)
 
 
-def pretrain(agent: nn.Module, replay: ReplayBuffer, updates: int) -> list[float]:
+def pretrain(agent: OffPolicyAgent, replay: ReplayBuffer, updates: int) -> list[float]:
     """``updates`` steps of the agent's representation objective alone (no RL losses, batches of
-    ``agent.cfg.batch_size``); returns the losses."""
+    ``agent.cfg.batch_size``), through ``ssrl pretrain``'s step; returns the losses."""
     assert agent.representation is not None, "pretrain needs representation=<module>"
-    losses = []
-    for _ in range(updates):
-        sequences = agent.representation.sequence_length > 0
-        batch = {} if sequences else to_torch(replay.sample(agent.cfg.batch_size), agent.device)
-        losses.append(float(agent.update_representation(batch, replay)["repr_loss"]))
-    return losses
+    return [pretrain_step(agent.representation, agent.augment, replay, agent.repr_opt, agent.cfg.batch_size,
+                          agent.device)["loss"] for _ in range(updates)]

@@ -1,4 +1,10 @@
-"""The run loop every training run shares: evaluate, train one unit, log, checkpoint, finish."""
+"""The one run loop (:class:`Run`): evaluate every ``eval_every``, train one unit, log its row, checkpoint every
+``checkpoint_every``, then a final evaluation and checkpoint, the run's ``meta.json`` and a summary line.
+
+Off-policy training on one env (a unit is an episode) or on batched envs (a chunk of vector steps), PPO (a
+rollout and its update) and pretraining (``log_every`` gradient steps) are subclasses that supply only their unit
+of work, their evaluation (if any), what their checkpoint holds and their header.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +16,16 @@ from typing import Any
 import numpy as np
 from rich.progress import Progress
 
-from ssrl.config import TrainConfig
 from ssrl.runtime import meta
+from ssrl.runtime.checkpoint import write_checkpoint
 from ssrl.runtime.logger import Logger
 from ssrl.runtime.progress import console, progress_bar
 
 
 @dataclass
 class Counters:
+    """Progress of a run, saved in its checkpoint (subclasses add their own counts)."""
+
     step: int = 0
     episode: int = 0
     evals: int = 0
@@ -27,72 +35,107 @@ class Counters:
 
 
 class Run:
-    """The loop every off-policy run shares: evaluate every ``eval_every`` frames, train one unit (an episode of
-    the single env, a chunk of vector steps of batched envs), log its row, checkpoint every ``checkpoint_every``
-    frames. Subclasses hold the env, agent and replay and define the unit, evaluation and checkpoint."""
+    """A run in ``run_dir`` whose progress is :attr:`frame` (env frames; pretraining: gradient steps) out of
+    :attr:`budget`. Subclasses set ``cfg``, ``counters``, ``logger`` and ``run_dir`` and define ``run_unit``,
+    ``checkpoint_state`` and, if they evaluate, ``eval_returns``."""
 
-    cfg: TrainConfig
+    cfg: Any  # a TrainConfig, or pretraining's config (checkpoint_every, progress and its own budget)
     counters: Counters
     logger: Logger
     run_dir: Path
-    replay: Any
+    namespace = "train"  # the CSV the unit rows go to
+    rate_key = "fps"  # the row's throughput column (progress per second)
+    unit = "frames"  # what frame and budget count
+    evaluates = True  # evaluate every cfg.eval_every frames and at the end
 
     @property
     def frame(self) -> int:
         raise NotImplementedError
 
+    @property
+    def budget(self) -> int:
+        return self.cfg.frames
+
     def describe(self) -> str:
-        """The run's one-line header."""
+        """The run's header line(s)."""
         cfg = self.cfg
         return f"[bold]ssrl train[/] {cfg.env} agent={cfg.agent.name} representation={cfg.representation.name}"
 
     def run_unit(self, progress: Progress, bar: Any) -> dict[str, Any]:
+        """Train one unit; return its row (the loop adds the throughput and the wall time)."""
         raise NotImplementedError
 
     def eval_returns(self) -> list[float]:
         """Returns of this evaluation's deterministic-policy episodes."""
         raise NotImplementedError
 
+    def counter_columns(self) -> dict[str, int]:
+        """The counters an eval row records besides the frame."""
+        return {"step": self.counters.step, "episode": self.counters.episode}
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything ``checkpoint.pt`` holds to continue exactly."""
+        raise NotImplementedError
+
+    def status(self, row: dict[str, Any]) -> str:
+        """The progress bar's note on the last row."""
+        return f"reward {row.get('episode_reward', float('nan')):.1f}"
+
+    def report(self, row: dict[str, Any], progress: Progress) -> None:
+        """Called after each logged row (e.g. to print it)."""
+
+    def finish(self) -> None:
+        """Called once the budget is reached (e.g. to write an artefact or close envs)."""
+
+    # -------------------------------------------------------------------------------------------- loop
     def run_eval(self) -> dict[str, float]:
         """Evaluate, log the eval row and schedule the next evaluation."""
         c = self.counters
         returns = self.eval_returns()
         c.evals += 1
         c.next_eval = self.frame + self.cfg.eval_every
-        row = {"frame": self.frame, "step": c.step, "episode": c.episode, "episode_reward": float(np.mean(returns)),
+        row = {"frame": self.frame, **self.counter_columns(), "episode_reward": float(np.mean(returns)),
                "episode_reward_std": float(np.std(returns)), "time": c.elapsed}
         self.logger.log("eval", row)
         return row
 
     def save_checkpoint(self) -> None:
-        raise NotImplementedError
+        write_checkpoint(self.run_dir, self.checkpoint_state())
+
+    def _eval(self, print_line: Any) -> dict[str, float]:
+        row = self.run_eval()
+        print_line(f"eval  frame {self.frame:>9,}  reward {row['episode_reward']:8.1f}")
+        return row
 
     def train(self) -> dict[str, float]:
-        """Train until ``cfg.frames`` (the end of the unit that reaches it); return the last eval row."""
-        cfg, c = self.cfg, self.counters
-        console.print(f"{self.describe()} -> {self.run_dir}\n{self.replay.memory_estimate()}")
+        """Run until :attr:`budget` (the end of the unit that reaches it); return the last eval row."""
+        c = self.counters
+        console.print(f"{self.describe()} -> {self.run_dir}")
         last_eval: dict[str, float] = {}
-        start = time.perf_counter() - c.elapsed
-        with progress_bar(cfg) as progress:
-            bar = progress.add_task("frames", total=cfg.frames, completed=self.frame, fps=0.0, reward="-")
-            while self.frame < cfg.frames:
-                if self.frame >= c.next_eval:
-                    last_eval = self.run_eval()
-                    progress.console.print(f"eval  frame {self.frame:>9,}  reward {last_eval['episode_reward']:8.1f}")
+        session_start, session_frame = time.perf_counter(), self.frame
+        start = session_start - c.elapsed
+        with progress_bar(self.cfg.progress, self.unit) as progress:
+            bar = progress.add_task(self.namespace, total=self.budget, completed=self.frame, rate=0.0, status="-")
+            while self.frame < self.budget:
+                if self.evaluates and self.frame >= c.next_eval:
+                    last_eval = self._eval(progress.console.print)
                 t0, f0 = time.perf_counter(), self.frame
                 row = self.run_unit(progress, bar)
                 c.elapsed = time.perf_counter() - start
-                row |= {"fps": (self.frame - f0) / max(time.perf_counter() - t0, 1e-9), "time": c.elapsed}
-                self.logger.log("train", row)
-                progress.update(bar, completed=self.frame, fps=row["fps"],
-                                reward=f"{row.get('episode_reward', float('nan')):.1f}")
-                if self.frame >= c.next_checkpoint or self.frame >= cfg.frames:
-                    c.next_checkpoint = self.frame + cfg.checkpoint_every
+                row |= {self.rate_key: (self.frame - f0) / max(time.perf_counter() - t0, 1e-9), "time": c.elapsed}
+                self.logger.log(self.namespace, row)
+                self.report(row, progress)
+                progress.update(bar, completed=self.frame, rate=row[self.rate_key], status=self.status(row))
+                if self.frame >= c.next_checkpoint or self.frame >= self.budget:
+                    c.next_checkpoint = self.frame + self.cfg.checkpoint_every
                     self.save_checkpoint()
-        if c.evals == 0 or self.frame >= c.next_eval:
-            last_eval = self.run_eval()
-            console.print(f"eval  frame {self.frame:>9,}  reward {last_eval['episode_reward']:8.1f}")
+        if self.evaluates and (c.evals == 0 or self.frame >= c.next_eval):
+            last_eval = self._eval(console.print)
             self.save_checkpoint()
+        if self.frame > session_frame:
+            rate = (self.frame - session_frame) / max(time.perf_counter() - session_start, 1e-9)
+            console.print(f"{self.frame - session_frame:,} {self.unit} at {rate:,.0f} {self.unit}/s")
         meta.finish(self.run_dir, self.frame, c.elapsed)
         self.logger.close()
+        self.finish()
         return last_eval

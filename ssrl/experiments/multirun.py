@@ -30,8 +30,8 @@ from rich.table import Table
 import ssrl
 from ssrl import config as config_lib
 from ssrl.errors import ConfigError
-from ssrl.runtime import meta
 from ssrl.experiments.suites import load_suite
+from ssrl.runtime import meta
 from ssrl.runtime.checkpoint import RESUMABLE_KEYS
 
 MULTIRUN_KEYS = ("suite", "seeds", "jobs")

@@ -48,7 +48,7 @@ from ssrl.envs.batched.tasks import EPISODE_CONTROL_STEPS
 from ssrl.errors import CheckpointError, ConfigError
 from ssrl.experiments.loop import Counters, Run
 from ssrl.runtime import meta
-from ssrl.runtime.checkpoint import CHECKPOINT, read_checkpoint, write_checkpoint
+from ssrl.runtime.checkpoint import CHECKPOINT, read_checkpoint
 from ssrl.runtime.environments import make_batched_env, make_env
 from ssrl.runtime.evaluate import evaluate, evaluate_batched
 from ssrl.runtime.logger import start_logging
@@ -98,10 +98,12 @@ class Trainer(Run):
         restore_rng(state["rng"], self.rng)
         console.print(f"[bold]resumed[/] {self.run_dir} at frame {self.frame:,} ({len(self.replay):,} transitions)")
 
-    def save_checkpoint(self) -> None:
-        write_checkpoint(self.run_dir, {"config": config_lib.to_dict(self.cfg), "agent": self.agent.checkpoint(),
-                                        "replay": self.replay.state_dict(), "counters": asdict(self.counters),
-                                        "rng": rng_state(self.rng)})
+    def describe(self) -> str:
+        return f"{super().describe()}\n{self.replay.memory_estimate()}"
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"config": config_lib.to_dict(self.cfg), "agent": self.agent.checkpoint(),
+                "replay": self.replay.state_dict(), "counters": asdict(self.counters), "rng": rng_state(self.rng)}
 
     # -------------------------------------------------------------------------------------- training
 
@@ -167,13 +169,14 @@ class BatchedTrainer(Run):
         self.run_dir = cfg.resolved_run_dir()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         stored = read_checkpoint(self.run_dir, cfg)
-        self.device = start_process(cfg.seed, cfg.threads or 1, cfg.device)  # the physics pool owns the cores
-        self.num_envs = cfg.num_envs
+        derived = config_lib.derive(cfg)
+        self.device = start_process(cfg.seed, derived.threads, cfg.device)
+        self.num_envs = derived.num_envs
         self.env = make_batched_env(cfg, self.num_envs, self.device, cfg.seed)
         self.eval_env = make_batched_env(cfg, cfg.eval_episodes, self.device, cfg.seed + 1)
         self.action_repeat = self.env.action_repeat
         self.chunk_steps = math.ceil(EPISODE_CONTROL_STEPS / self.action_repeat)
-        self.updates_per_step = cfg.updates_per_step or self.num_envs / cfg.agent.update_every
+        self.updates_per_step = derived.updates_per_step
         obs_space, action_space = self.env.single_observation_space, self.env.single_action_space
         self.replay = DeviceReplay(obs_space, action_space, self.num_envs, cfg.replay_capacity, device=self.device,
                                    frame_stack=cfg.frame_stack, n_step=cfg.agent.n_step, gamma=cfg.agent.discount,
@@ -204,14 +207,14 @@ class BatchedTrainer(Run):
         self.replay.end_episodes(state["obs"].to(self.device))  # warp: cut the open episodes, start new ones
         return self.env.reset(seed=episode_seed(self.cfg.seed, 0, self.counters.step))[0]
 
-    def save_checkpoint(self) -> None:
-        write_checkpoint(self.run_dir, {"config": config_lib.to_dict(self.cfg), "agent": self.agent.checkpoint(),
-                                        "replay": self.replay.state_dict(), "env": self.env.state_dict(),
-                                        "obs": self.obs.cpu(),
-                                        "counters": asdict(self.counters), "rng": rng_state()})
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"config": config_lib.to_dict(self.cfg), "agent": self.agent.checkpoint(),
+                "replay": self.replay.state_dict(), "env": self.env.state_dict(), "obs": self.obs.cpu(),
+                "counters": asdict(self.counters), "rng": rng_state()}
 
     def describe(self) -> str:
-        return f"{super().describe()} num_envs={self.num_envs} updates/step={self.updates_per_step:g}"
+        return (f"{Run.describe(self)} num_envs={self.num_envs} updates/step={self.updates_per_step:g}\n"
+                f"{self.replay.memory_estimate()}")
 
     def run_unit(self, progress: Any = None, bar: Any = None) -> dict[str, Any]:
         """Act, store and update for ``chunk_steps`` vector steps (one episode length); return the train row."""

@@ -14,64 +14,53 @@ steps x action repeat x envs. On CPU, `threads=0` gives torch one thread: the ph
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
 
 from ssrl import config as config_lib
-from ssrl.agents.ppo import PPO, ActorCritic
+from ssrl.agents import make_agent
+from ssrl.agents.ppo import ActorCritic
 from ssrl.config import TrainConfig
-from ssrl.envs.batched import BatchedEnv
 from ssrl.errors import CheckpointError
+from ssrl.experiments.loop import Counters, Run
 from ssrl.runtime import meta
-from ssrl.runtime.checkpoint import CHECKPOINT, read_checkpoint, write_checkpoint
+from ssrl.runtime.checkpoint import CHECKPOINT, read_checkpoint
 from ssrl.runtime.environments import make_batched_env
+from ssrl.runtime.environments import make_env as make_single_env
 from ssrl.runtime.evaluate import evaluate_batched
 from ssrl.runtime.logger import start_logging
+from ssrl.runtime.progress import console
 from ssrl.runtime.seeding import episode_seed, resolve_device, restore_rng, rng_state, start_process
-from ssrl.runtime.environments import make_env as make_single_env
-
-console = Console()
 
 
 @dataclass
-class Counters:
-    """Progress of a run, saved in its checkpoint (frames = update * frames per update)."""
+class PPOCounters(Counters):
+    """``update`` counts rollout-and-update cycles (frames = update x frames per update)."""
 
     update: int = 0
-    evals: int = 0
-    next_eval: int = 0
-    next_checkpoint: int = 0
-    elapsed: float = 0.0
 
 
-def make_agent(cfg: TrainConfig, env: BatchedEnv, device: torch.device) -> PPO:
-    """The run's PPO learner; the LR anneals over the updates that `cfg.frames` takes."""
-    frames_per_update = cfg.agent.num_steps * env.num_envs * env.action_repeat
-    total_updates = max(1, math.ceil(cfg.frames / frames_per_update))
-    return PPO(env, cfg.agent, device, total_updates, cfg.encoder, cfg.representation)
+class PPORun(Run):
+    """One PPO run in `run_dir`: `PPORun(cfg).train()` trains, or resumes if `run_dir` has a checkpoint. A unit
+    is one rollout of `agent.num_steps` vector steps and its update."""
 
-
-# ------------------------------------------------------------------------------------------------- run
-class PPORun:
-    """One PPO run in `run_dir`: `PPORun(cfg).train()` trains, or resumes if `run_dir` has a checkpoint."""
-
-    def __init__(self, cfg: TrainConfig) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: TrainConfig, verbose: bool = True) -> None:
+        self.cfg, self.verbose = cfg, verbose
         self.run_dir = cfg.resolved_run_dir()
         stored = read_checkpoint(self.run_dir, cfg)  # a changed config is refused before anything is written
-        self.device = start_process(cfg.seed, cfg.threads or 1, cfg.device)
-        self.env = make_batched_env(cfg, config_lib.num_envs(cfg), self.device, cfg.seed)
+        derived = config_lib.derive(cfg)
+        self.device = start_process(cfg.seed, derived.threads, cfg.device)
+        self.env = make_batched_env(cfg, derived.num_envs, self.device, cfg.seed)
         self.eval_env = make_batched_env(cfg, cfg.eval_episodes, self.device)
-        self.agent = make_agent(cfg, self.env, self.device)
+        self.agent = make_agent(cfg, self.env.single_observation_space, self.env.single_action_space, self.device,
+                                self.env)
         self.frames_per_update = cfg.agent.num_steps * self.env.num_envs * self.env.action_repeat
-        self.counters = Counters()
+        self.counters = PPOCounters()
+        self.rows: list[dict[str, Any]] = []  # this session's train rows
         self.obs, _ = self.env.reset(seed=cfg.seed)
         if stored is not None:
             self._restore(stored)
@@ -85,7 +74,7 @@ class PPORun:
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.agent.load_state_dict(state["agent"])
-        self.counters = Counters(**state["counters"])
+        self.counters = PPOCounters(**state["counters"])
         if state["env"]:  # cpu backend (a changed backend is refused with the config)
             self.obs = self.env.load_state_dict(state["env"])
         else:  # warp: fresh episodes, seeded by the update they start at
@@ -93,68 +82,48 @@ class PPORun:
         restore_rng(state["rng"])
         console.print(f"[bold]resumed[/] {self.run_dir} at frame {self.frame:,}")
 
-    def save_checkpoint(self) -> None:
-        write_checkpoint(self.run_dir, {"config": config_lib.to_dict(self.cfg), "agent": self.agent.state_dict(),
-                                        "env": self.env.state_dict(),
-                                        "counters": asdict(self.counters), "rng": rng_state()})
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"config": config_lib.to_dict(self.cfg), "agent": self.agent.state_dict(), "env": self.env.state_dict(),
+                "counters": asdict(self.counters), "rng": rng_state()}
 
-    def run_eval(self) -> dict[str, float]:
-        c = self.counters
+    def counter_columns(self) -> dict[str, int]:
+        return {"update": self.counters.update}
+
+    def eval_returns(self) -> list[float]:
         act = lambda obs: self.agent.model.act(obs.to(self.agent.device), deterministic=True)
-        returns = evaluate_batched(act, self.eval_env, episode_seed(self.cfg.seed, 1, self.frame))
-        c.evals += 1
-        c.next_eval = self.frame + self.cfg.eval_every
-        row = {"frame": self.frame, "update": c.update, "episode_reward": float(np.mean(returns)),
-               "episode_reward_std": float(np.std(returns)), "time": c.elapsed}
-        self.logger.log("eval", row)
-        return row
+        return evaluate_batched(act, self.eval_env, episode_seed(self.cfg.seed, 1, self.frame))
 
-    def train(self, verbose: bool = True) -> list[dict[str, Any]]:
-        """Train until `cfg.frames`; returns the train rows logged by this session."""
-        cfg, c, agent = self.cfg, self.counters, self.agent
-        rows: list[dict[str, Any]] = []
-        start, session_frame = time.perf_counter() - c.elapsed, self.frame
-        while c.update < agent.total_updates:
-            if self.frame >= c.next_eval:
-                row = self.run_eval()
-                if verbose:
-                    console.print(f"eval  frame {self.frame:>9,}  reward {row['episode_reward']:8.1f}")
-            t0 = time.perf_counter()
-            self.obs, episodes = agent.collect(self.obs)
-            metrics = agent.update(self.obs)
-            c.update += 1
-            c.elapsed = time.perf_counter() - start
-            row = {"frame": self.frame, "update": c.update,
-                   "fps": round(self.frames_per_update / (time.perf_counter() - t0)), "time": c.elapsed}
-            if episodes:
-                row["episode_return"] = sum(r for r, _ in episodes) / len(episodes)
-                row["episode_length"] = sum(n for _, n in episodes) / len(episodes)
-            row.update(metrics)
-            self.logger.log("train", row)
-            rows.append(row)
-            if verbose and "episode_return" in row:
-                console.print(f"frame {self.frame:>9,}  return {row['episode_return']:8.1f}  fps {row['fps']:>7}")
-            if self.frame >= c.next_checkpoint or c.update == agent.total_updates:
-                c.next_checkpoint = self.frame + cfg.checkpoint_every
-                self.save_checkpoint()
-        if c.evals == 0 or self.frame >= c.next_eval:
-            row = self.run_eval()
-            if verbose:
-                console.print(f"eval  frame {self.frame:>9,}  reward {row['episode_reward']:8.1f}")
-            self.save_checkpoint()
-        if verbose and self.frame > session_frame:
-            console.print(f"{self.frame - session_frame:,} frames at {(self.frame - session_frame) / max(c.elapsed, 1e-9):,.0f} frames/s")
-        meta.finish(self.run_dir, self.frame, c.elapsed)
-        self.logger.close()
+    def run_unit(self, progress: Any = None, bar: Any = None) -> dict[str, Any]:
+        """One rollout and its update; returns the train row."""
+        self.obs, episodes = self.agent.collect(self.obs)
+        metrics = self.agent.update(self.obs)
+        self.counters.update += 1
+        row: dict[str, Any] = {"frame": self.frame, "update": self.counters.update}
+        if episodes:
+            row["episode_return"] = sum(r for r, _ in episodes) / len(episodes)
+            row["episode_length"] = sum(n for _, n in episodes) / len(episodes)
+        return row | metrics
+
+    def status(self, row: dict[str, Any]) -> str:
+        return f"return {row.get('episode_return', float('nan')):.1f}"
+
+    def report(self, row: dict[str, Any], progress: Any) -> None:
+        self.rows.append(row)
+        if self.verbose and "episode_return" in row:
+            progress.console.print(f"frame {self.frame:>9,}  return {row['episode_return']:8.1f}  "
+                                   f"fps {row['fps']:>7.0f}")
+
+    def finish(self) -> None:
         self.env.close()
         self.eval_env.close()
-        return rows
 
 
 def train_ppo(cfg: TrainConfig, verbose: bool = True) -> list[dict[str, Any]]:
     """Trains PPO (`agent=ppo`) for `cfg.frames` env frames (resuming from `run_dir`); returns this session's
     train rows."""
-    return PPORun(cfg).train(verbose)
+    run = PPORun(cfg, verbose)
+    run.train()
+    return run.rows
 
 
 def is_ppo_run(run_dir: Path) -> bool:

@@ -10,37 +10,28 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
+from torch import nn
 
 from ssrl import config as config_lib
-from ssrl.nn.backbone import Backbone, make_card, pixel_encoder_args
 from ssrl.config import CURLConfig, EncoderConfig
-from ssrl.data import to_torch
+from ssrl.data import Replay, to_torch
 from ssrl.data.dataset import Dataset, pixel_key, read_meta
-from ssrl.errors import CheckpointError, ConfigError
-from ssrl.runtime.logger import CSVLog
-from ssrl.runtime.seeding import start_process
+from ssrl.errors import ConfigError
+from ssrl.experiments.loop import Counters, Run
 from ssrl.nn.augment import Augment
+from ssrl.nn.backbone import Backbone, make_card, pixel_encoder_args
 from ssrl.nn.encoders import PixelEncoder
-from ssrl.representations import REGISTRY
-
-CHECKPOINT = "checkpoint.pt"
-RESUMABLE_KEYS = {"progress", "device", "threads", "log_every", "checkpoint_every"}
-console = Console()
+from ssrl.representations import Representation, make_representation
+from ssrl.runtime import meta
+from ssrl.runtime.checkpoint import read_checkpoint
+from ssrl.runtime.logger import Logger
+from ssrl.runtime.progress import console
+from ssrl.runtime.seeding import start_process
 
 
 @dataclass
@@ -69,8 +60,9 @@ def parse(args: list[str]) -> PretrainConfig:
     cfg = config_lib.apply_overrides(PretrainConfig(), args)
     if not cfg.data or not cfg.out:
         raise ConfigError("ssrl pretrain needs data=<dataset dir> and out=<backbone dir>")
-    if cfg.representation.name not in REGISTRY:
-        raise ConfigError(f"representation={cfg.representation.name}: choose one of {', '.join(REGISTRY)}")
+    if cfg.representation.name == "none":
+        names = [name for name in config_lib.REPRESENTATIONS if name != "none"]
+        raise ConfigError(f"representation=none: choose one of {', '.join(names)}")
     for key in ("steps", "batch_size", "log_every", "checkpoint_every"):
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"{key}={getattr(cfg, key)}: must be positive")
@@ -90,18 +82,41 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
 
 
-class Pretrainer:
-    """Holds one pretraining run; ``run()`` trains (or resumes) and writes the backbone."""
+def representation_batch(module: Representation, replay: Replay, batch_size: int, device: torch.device
+                         ) -> dict[str, Any]:
+    """A batch for ``module``: transitions, or sequences of its ``sequence_length`` steps."""
+    k = module.sequence_length
+    return to_torch(replay.sample_sequences(batch_size, k) if k > 0 else replay.sample(batch_size), device)
+
+
+def pretrain_step(module: Representation, augment: nn.Module, replay: Replay, optimizer: torch.optim.Optimizer,
+                  batch_size: int, device: torch.device) -> dict[str, float]:
+    """One step of ``module``'s loss alone on a batch from ``replay`` (``ssrl pretrain``'s step, and the probes');
+    returns the loss and the module's metrics."""
+    metrics = module.step(representation_batch(module, replay, batch_size, device), augment, optimizer, 1.0)
+    return {key.removeprefix("repr_"): float(value) for key, value in metrics.items()}
+
+
+@dataclass
+class PretrainCounters(Counters):
+    """``step`` counts gradient steps (the run's progress)."""
+
+
+class Pretrainer(Run):
+    """Holds one pretraining run; ``run()`` trains (or resumes) and writes the backbone. A unit is
+    ``log_every`` steps (one row of ``pretrain.csv``)."""
+
+    namespace, rate_key, unit, evaluates = "pretrain", "steps_per_s", "steps", False
 
     def __init__(self, cfg: PretrainConfig) -> None:
         self.cfg = cfg
-        self.out = Path(cfg.out)
+        self.run_dir = self.out = Path(cfg.out)
         self.device = start_process(cfg.seed, cfg.threads, cfg.device)
         self.data = Dataset(cfg.data, pixel_key(read_meta(cfg.data)), seed=cfg.seed)
         space = self.data.observation_space
         self.augment = Augment(cfg.augmentation, space).to(self.device)
         self.encoder = PixelEncoder(self.augment.output_space(), cfg.encoder).to(self.device)
-        self.module = REGISTRY[cfg.representation.name](self.encoder, space, self.data.action_space, cfg.representation)
+        self.module = make_representation(cfg.representation, self.encoder, space, self.data.action_space)
         self.module.to(self.device)
         if not self.module.trains_encoder:
             raise ConfigError(f"representation.trains_encoder=false: {cfg.representation.name} would not train the "
@@ -109,95 +124,79 @@ class Pretrainer:
         params = list(self.module.parameters()) + list(self.encoder.parameters())
         self.opt = torch.optim.AdamW(params, lr=cfg.representation.lr, weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg.warmup, cfg.steps))
-        self.step = 0
-        self.elapsed = 0.0
+        self.counters = PretrainCounters(next_checkpoint=cfg.checkpoint_every)
+        stored = read_checkpoint(self.out, cfg)
         self.out.mkdir(parents=True, exist_ok=True)
-        self._resume()
-        self.log = CSVLog(self.out / "pretrain.csv")
-        self.log.truncate_after(self.step)
+        if stored is not None:
+            self._restore(stored)
+        meta.start(self.out, dataclasses.asdict(cfg), self.step)
+        self.logger = Logger(self.out, namespaces=("pretrain",))
+        self.logger.csv["pretrain"].truncate_after(self.step)
 
     # ----------------------------------------------------------------------------------------- state
-    def _config_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.cfg)
+    @property
+    def step(self) -> int:
+        return self.counters.step
 
-    def _resume(self) -> None:
-        path = self.out / CHECKPOINT
-        if not path.exists():
-            return
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as e:
-            raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); move it away to start "
-                                  "over") from None
-        stored, now = state["config"], self._config_dict()
-        changed = [f"{k}: {stored.get(k)!r} -> {v!r}" for k, v in now.items()
-                   if k not in RESUMABLE_KEYS and stored.get(k) != v]
-        if changed:
-            raise ConfigError(f"{self.out} holds a pretraining run with a different config ({', '.join(changed)}); "
-                              "use the same settings to resume, or a new out=")
+    @property
+    def frame(self) -> int:
+        return self.counters.step
+
+    @property
+    def budget(self) -> int:
+        return self.cfg.steps
+
+    def _restore(self, state: dict[str, Any]) -> None:
         self.encoder.load_state_dict(state["encoder"])
         self.module.load_state_dict(state["module"])
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
         self.data.load_state_dict(state["data"])
         torch.set_rng_state(state["torch_rng"])
-        self.step, self.elapsed = state["step"], state["elapsed"]
+        every = self.cfg.checkpoint_every
+        self.counters = PretrainCounters(step=state["step"], elapsed=state["elapsed"],
+                                         next_checkpoint=(state["step"] // every + 1) * every)
         console.print(f"[bold]resumed[/] {self.out} at step {self.step:,}")
 
-    def save_checkpoint(self) -> None:
-        state = {"config": self._config_dict(), "step": self.step, "elapsed": self.elapsed,
-                 "encoder": self.encoder.state_dict(), "module": self.module.state_dict(),
-                 "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "data": self.data.state_dict(),
-                 "torch_rng": torch.get_rng_state()}
-        tmp = self.out / (CHECKPOINT + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.out / CHECKPOINT)
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"config": dataclasses.asdict(self.cfg), "step": self.step, "elapsed": self.counters.elapsed,
+                "encoder": self.encoder.state_dict(), "module": self.module.state_dict(),
+                "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "data": self.data.state_dict(),
+                "torch_rng": torch.get_rng_state()}
 
     # -------------------------------------------------------------------------------------- training
-    def batch(self) -> dict[str, Any]:
-        k = self.module.sequence_length
-        raw = self.data.sample_sequences(self.cfg.batch_size, k) if k > 0 else self.data.sample(self.cfg.batch_size)
-        return to_torch(raw, self.device)
+    def describe(self) -> str:
+        cfg = self.cfg
+        return (f"[bold]ssrl pretrain[/] representation={cfg.representation.name} data={cfg.data} "
+                f"({len(self.data):,} transitions)")
 
     def train_step(self) -> dict[str, float]:
-        loss, metrics = self.module.loss(self.batch(), self.encoder, self.augment)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        metrics = pretrain_step(self.module, self.augment, self.data, self.opt, self.cfg.batch_size, self.device)
         self.sched.step()
-        self.module.update_targets()
-        self.step += 1
-        return {"loss": loss.item(), **{k: float(v) for k, v in metrics.items()}}
+        self.counters.step += 1
+        return metrics
+
+    def run_unit(self, progress: Any = None, bar: Any = None) -> dict[str, Any]:
+        """Steps up to the next multiple of ``log_every`` (or the end); returns their mean metrics."""
+        sums: dict[str, float] = {}
+        count = 0
+        while count == 0 or self.step % self.cfg.log_every and self.step < self.cfg.steps:
+            for key, value in self.train_step().items():
+                sums[key] = sums.get(key, 0.0) + value
+            count += 1
+        return {"step": self.step, **{k: v / count for k, v in sums.items()}, "lr": self.sched.get_last_lr()[0],
+                "frame": self.step}
+
+    def status(self, row: dict[str, Any]) -> str:
+        return f"loss {row['loss']:.4f}"
+
+    def finish(self) -> None:
+        self.backbone().save(self.out)
+        console.print(f"backbone: {self.out / 'backbone.safetensors'} (+ backbone.json)")
 
     def run(self) -> Path:
         """Train to ``cfg.steps`` and write the backbone; returns ``out``."""
-        cfg = self.cfg
-        console.print(f"[bold]ssrl pretrain[/] representation={cfg.representation.name} data={cfg.data} "
-                      f"({len(self.data):,} transitions) -> {self.out}")
-        sums: dict[str, float] = {}
-        count, t0, start = 0, time.perf_counter(), time.perf_counter() - self.elapsed
-        with Progress(TextColumn("[bold]pretrain"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=console,
-                      disable=not cfg.progress) as progress:
-            bar = progress.add_task("steps", total=cfg.steps, completed=self.step, loss="-")
-            while self.step < cfg.steps:
-                for key, value in self.train_step().items():
-                    sums[key] = sums.get(key, 0.0) + value
-                count += 1
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    now = time.perf_counter()
-                    self.elapsed = now - start
-                    row = {"step": self.step, **{k: v / count for k, v in sums.items()},
-                           "lr": self.sched.get_last_lr()[0], "steps_per_s": count / (now - t0), "time": self.elapsed}
-                    if not all(math.isfinite(v) for v in row.values()):
-                        raise FloatingPointError(f"pretraining diverged at step {self.step}: {row}")
-                    self.log.write(row | {"frame": self.step})
-                    progress.update(bar, completed=self.step, loss=f"{row['loss']:.4f}")
-                    sums, count, t0 = {}, 0, now
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
-                    self.save_checkpoint()
-        self.backbone().save(self.out)
-        console.print(f"backbone: {self.out / 'backbone.safetensors'} (+ backbone.json)")
+        self.train()
         return self.out
 
     def backbone(self) -> Backbone:

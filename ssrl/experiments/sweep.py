@@ -44,8 +44,8 @@ from rich.table import Table
 
 from ssrl import config as config_lib
 from ssrl.errors import ConfigError, require_extra
-from ssrl.runtime import meta
 from ssrl.experiments.multirun import launch_train, run_name
+from ssrl.runtime import meta
 
 METHODS = ("grid", "random", "tpe")
 OBJECTIVES = ("final", "auc")

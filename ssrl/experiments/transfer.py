@@ -29,13 +29,13 @@ from rich.table import Table
 from torch import nn
 
 from ssrl import config as config_lib
-from ssrl.nn.backbone import Backbone, load_backbone, make_card, pixel_encoder_args
 from ssrl.config import EncoderConfig
 from ssrl.data import to_torch
 from ssrl.data.dataset import Dataset, episode_files, read_meta, subset
-from ssrl.experiments.collect import record
 from ssrl.errors import ConfigError
+from ssrl.experiments.collect import record
 from ssrl.nn.augment import Augment
+from ssrl.nn.backbone import Backbone, load_backbone, make_card, pixel_encoder_args
 from ssrl.nn.encoders import PixelEncoder
 from ssrl.nn.utils import mlp
 

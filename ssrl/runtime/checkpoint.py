@@ -18,28 +18,34 @@ CHECKPOINT = "checkpoint.pt"
 RESUMABLE_KEYS = {"frames", "eval_every", "eval_episodes", "checkpoint_every", "wandb", "wandb_project",
                   "wandb_mode", "progress", "device", "threads", "env_threads", "render_workers", "run_dir", "experiment",
                   "speed.channels_last", "speed.compile", "speed.prefetch"}
+PRETRAIN_RESUMABLE_KEYS = {"progress", "device", "threads", "log_every", "checkpoint_every"}
 
 
-def read_checkpoint(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | None:
-    """The checkpoint in ``run_dir`` (None if there is none), checked against ``cfg``: a config that differs
-    in keys outside ``RESUMABLE_KEYS`` is a :class:`ConfigError` (call it before any work starts)."""
+def read_checkpoint(run_dir: Path, cfg: Any) -> dict[str, Any] | None:
+    """The checkpoint in ``run_dir`` (None if there is none), checked against ``cfg``, a :class:`TrainConfig`
+    (``ssrl train``) or a pretraining config (``ssrl pretrain``): a config that differs in keys outside
+    ``RESUMABLE_KEYS`` (``PRETRAIN_RESUMABLE_KEYS``) is a :class:`ConfigError`. Call it before any work starts."""
     path = run_dir / CHECKPOINT
     if not path.exists():
         return None
+    training = isinstance(cfg, TrainConfig)
+    where = "run_dir" if training else "out="
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file: say which and what to do
         raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}). Move it away to start "
-                              f"this run over, or use another run_dir; nothing was changed.") from None
-    try:
-        stored_cfg = config_lib.from_dict(state["config"])
-    except (KeyError, ConfigError) as e:
+                              f"this run over, or use another {where}; nothing was changed.") from None
+    try:  # a training config is rebuilt, so keys added since the run started take their defaults
+        stored = config_lib.to_dict(config_lib.from_dict(state["config"])) if training else dict(state["config"])
+    except (KeyError, TypeError, ValueError, ConfigError) as e:
         raise CheckpointError(f"checkpoint {path} holds no valid config ({e}); nothing was changed.") from None
-    changed = {k: v for k, v in config_lib.diff(stored_cfg, cfg).items() if k not in RESUMABLE_KEYS}
+    resumable = RESUMABLE_KEYS if training else PRETRAIN_RESUMABLE_KEYS
+    changed = {k: v for k, v in config_lib.diff_dicts(stored, config_lib.to_dict(cfg)).items() if k not in resumable}
     if changed:
         lines = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
-        raise ConfigError(f"{run_dir} holds a run with a different config ({lines}). Use the same "
-                          f"settings to resume, or a new run_dir.")
+        kind = "a run" if training else "a pretraining run"
+        raise ConfigError(f"{run_dir} holds {kind} with a different config ({lines}). Use the same "
+                          f"settings to resume, or a new {where}.")
     return state
 
 

@@ -59,8 +59,8 @@ class CSVLog:
 class Logger:
     """Writes ``<run_dir>/<namespace>.csv`` and, optionally, the same rows to wandb."""
 
-    def __init__(self, run_dir: Path, wandb_run: Any = None) -> None:
-        self.csv = {ns: CSVLog(run_dir / f"{ns}.csv") for ns in ("train", "eval")}
+    def __init__(self, run_dir: Path, wandb_run: Any = None, namespaces: tuple[str, ...] = ("train", "eval")) -> None:
+        self.csv = {ns: CSVLog(run_dir / f"{ns}.csv") for ns in namespaces}
         self.wandb_run = wandb_run
 
     def log(self, namespace: str, row: dict[str, Any]) -> None:

@@ -11,12 +11,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from ssrl.config import TrainConfig
-
 console = Console()
 
 
-def progress_bar(cfg: TrainConfig) -> Progress:
+def progress_bar(enabled: bool, unit: str = "frames") -> Progress:
+    """A bar of ``unit`` done out of the task's total; tasks carry the fields ``rate`` (``unit`` per second)
+    and ``status`` (a short note, e.g. the last return or loss)."""
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[fps]:>6.0f} frames/s  reward {task.fields[reward]}"),
-                    TimeRemainingColumn(), console=console, disable=not cfg.progress)
+                    TextColumn("{task.fields[rate]:>6.0f} " + unit + "/s  {task.fields[status]}"),
+                    TimeRemainingColumn(), console=console, disable=not enabled)
