@@ -135,7 +135,7 @@ def test_trains_encoder_false_leaves_the_encoder_and_trains_only_the_heads(modul
 @pytest.mark.parametrize("module", MODULES)
 def test_targets_move_only_by_their_ema(module):
     agent = build(module, PIXELS, "representation.tau=0.1")
-    pairs = agent.representation.ema_pairs()
+    pairs = agent.representation.ema_pairs(agent.encoder)
     assert pairs
     before = [[p.clone() for p in target.parameters()] for target, _ in pairs]
     online_before = [p.clone() for p in agent.encoder.parameters()]
@@ -156,7 +156,7 @@ def test_targets_move_only_by_their_ema(module):
 
 def test_masked_state_modality_reconstructs_masked_entries_only_and_cubes_are_cubes():
     agent = build("masked", STATE, "representation.step_mask_ratio=0.5")
-    assert agent.representation.ema_pairs() == []  # states: explicit reconstruction, no momentum target
+    assert agent.representation.ema_pairs(agent.encoder) == []  # states: explicit reconstruction, no momentum target
     seq = to_torch(FixedReplay(STATE).sample_sequences(B, 3), "cpu")
     torch.manual_seed(0)
     masked, masks = agent.representation.mask(seq["obs"])
@@ -197,7 +197,7 @@ def test_checkpoint_round_trip_restores_heads_targets_and_optimizer(module):
     torch.manual_seed(1)
     mb = b.update(replay, frame=0)
     assert float(ma["repr_loss"]) == float(mb["repr_loss"])
-    for (ta, _), (tb, _) in zip(a.representation.ema_pairs(), b.representation.ema_pairs()):
+    for (ta, _), (tb, _) in zip(a.representation.ema_pairs(a.encoder), b.representation.ema_pairs(b.encoder)):
         assert all(torch.equal(x, y) for x, y in zip(ta.parameters(), tb.parameters()))
 
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssrl.config import EncoderConfig, OffPolicyConfig, RepresentationConfig, SpeedConfig, TrainConfig
-from ssrl.data import to_torch
+from ssrl.data import Replay, to_torch
 from ssrl.errors import ConfigError
 from ssrl.nn.augment import Augment
 from ssrl.nn.encoders import PixelEncoder, make_encoder
@@ -98,7 +98,8 @@ class OffPolicyAgent(nn.Module, Agent):
         encoder_group = [] if encoder_cfg.pretrained and encoder_cfg.freeze else [
             {"params": self.encoder.parameters(), "lr": cfg.lr * encoder_cfg.lr_scale}]
         self.critic_opt = adam([{"params": self.critic.parameters(), "lr": cfg.lr}, *encoder_group], lr=cfg.lr)
-        self.repr_opt = None if self.representation is None else self.representation.make_optimizer(repr_cfg.lr)
+        self.repr_opt = None if self.representation is None else adam(
+            self.representation.trainable_parameters(self.encoder), lr=repr_cfg.lr)
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
         self.speed = SpeedConfig(channels_last=False)
         self._sampler: ThreadPoolExecutor | None = None
@@ -147,7 +148,7 @@ class OffPolicyAgent(nn.Module, Agent):
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------ updates
-    def sample(self, replay: Any) -> dict[str, Any]:
+    def sample(self, replay: Replay) -> dict[str, Any]:
         """This update's batch on the device. With ``speed.prefetch`` the next batch is drawn by a background
         thread while this update computes (so it misses the transitions added in between)."""
         def draw() -> dict[str, Any]:
@@ -161,7 +162,7 @@ class OffPolicyAgent(nn.Module, Agent):
             self._prefetch = self._sampler.submit(draw)
         return batch
 
-    def update(self, replay: Any, frame: int) -> Metrics:
+    def update(self, replay: Replay, frame: int) -> Metrics:
         """One gradient update from a replay batch; returns detached metric tensors."""
         batch = self.sample(replay)
         bonus = None
@@ -207,13 +208,13 @@ class OffPolicyAgent(nn.Module, Agent):
     def update_actor(self, features: torch.Tensor, frame: int) -> Metrics:
         raise NotImplementedError
 
-    def update_representation(self, batch: dict[str, Any], replay: Any) -> Metrics:
+    def update_representation(self, batch: dict[str, Any], replay: Replay) -> Metrics:
         """One step of the self-supervised objective on the batch (or on replay sequences if it needs them)."""
         assert self.representation is not None and self.repr_opt is not None
         length = self.representation.sequence_length
         if length > 0:
             batch = to_torch(replay.sample_sequences(self.cfg.batch_size, length), self.device)
-        return self.representation.step(batch, self.augment, self.repr_opt, self.repr_weight)
+        return self.representation.step(batch, self.encoder, self.augment, self.repr_opt, self.repr_weight)
 
     def update_targets(self) -> None:
         soft_update(self.critic_target, self.critic, self.cfg.critic_tau)

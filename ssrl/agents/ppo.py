@@ -29,7 +29,7 @@ from ssrl.agents.base import Agent
 from ssrl.config import EncoderConfig, PPOConfig, RepresentationConfig, TrainConfig
 from ssrl.nn.augment import Augment
 from ssrl.nn.encoders import make_encoder
-from ssrl.nn.utils import mlp
+from ssrl.nn.utils import adam, mlp
 from ssrl.representations import make_representation
 
 
@@ -130,7 +130,7 @@ class PPO(Agent):
         self.repr_opt: torch.optim.Optimizer | None = None
         if self.representation is not None:
             self.representation.to(device)
-            self.repr_opt = self.representation.make_optimizer(repr_cfg.lr)
+            self.repr_opt = adam(self.representation.trainable_parameters(self.model.encoders[1]), lr=repr_cfg.lr)
         self.repr_weight = repr_cfg.weight
         self.return_rms = RunningMeanStd().to(device)
         self._discounted = torch.zeros(self.num_envs, device=device)
@@ -281,7 +281,8 @@ class PPO(Agent):
         """One step of the self-supervised loss; trains its module and, if `trains_encoder`, the critic's
         encoder (shared with the actor)."""
         assert self.representation is not None and self.repr_opt is not None
-        metrics = self.representation.step(batch, self.augment, self.repr_opt, self.repr_weight)
+        metrics = self.representation.step(batch, self.model.encoders[1], self.augment, self.repr_opt,
+                                           self.repr_weight)
         return {k: float(v) for k, v in metrics.items()}
 
     def state_dict(self) -> dict[str, Any]:

@@ -20,7 +20,8 @@ import gymnasium as gym
 import numpy as np
 
 from ssrl import __version__
-from ssrl.data.host_replay import _EPISODE_FILE, ReplayBuffer
+from ssrl.data import episodes
+from ssrl.data.host_replay import ReplayBuffer
 from ssrl.errors import DatasetError
 
 META = "dataset.json"
@@ -64,8 +65,7 @@ def read_meta(path: str | Path) -> dict[str, Any]:
 
 def episode_files(path: str | Path) -> list[tuple[Path, int]]:
     """``(file, transitions)`` of every episode file in ``path``, in index order."""
-    found = sorted((int(m[1]), p, int(m[2])) for p in Path(path).iterdir() if (m := _EPISODE_FILE.fullmatch(p.name)))
-    return [(p, length) for _, p, length in found]
+    return episodes.in_order(Path(path))
 
 
 def info(path: str | Path) -> dict[str, Any]:
@@ -149,10 +149,10 @@ class Dataset:
         return self._unwrap(self.replay.sample_sequences(batch_size, length), ("obs",))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": self.replay.state_dict()["rng"]}
+        return {"rng": self.replay.rng_state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.replay._rng.bit_generator.state = state["rng"]
+        self.replay.rng_state = state["rng"]
 
     def __len__(self) -> int:
         return len(self.replay)

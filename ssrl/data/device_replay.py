@@ -10,7 +10,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from ssrl.data.host_replay import _fmt, frame_layout
+from ssrl.data.nstep import nstep
+from ssrl.data.protocol import format_bytes, frame_layout
 from ssrl.errors import ConfigError
 
 Obs = torch.Tensor | dict[str, torch.Tensor]
@@ -225,25 +226,15 @@ class DeviceReplay:
         return out if self._dict_obs else out["obs"]
 
     def sample(self, batch_size: int, n_step: int | None = None) -> Batch:
-        """Uniform batch of n-step transitions, truncated at episode ends (as ``ReplayBuffer.sample``).
-
-        ``reward`` = sum_{i<m} gamma^i r_{t+i}, ``discount`` = gamma^m (0 if the episode terminated at step
-        t+m-1), where m = min(n_step, steps to the episode's end, steps stored after t).
-        """
+        """Uniform batch of n-step transitions, truncated at episode ends (as ``ReplayBuffer.sample``; the
+        arithmetic is :func:`ssrl.data.nstep.nstep`, with m also capped by the steps stored after t)."""
         n = self.n_step if n_step is None else n_step
         t, env = self._draw((batch_size,))
-        i = torch.arange(n, device=self.device)
-        steps = t[:, None] + i  # (B, n)
-        avail = steps <= self._last
-        steps = steps.clamp(max=self._last)
-        ended = self._take(self._done, steps, env[:, None]) & avail
-        first_end = torch.where(ended, i, n).amin(1)  # index of the step that ends the episode, n if none
-        m = torch.where(first_end < n, first_end + 1, torch.clamp(self._last - t, max=n))
-        rewards = self._take(self._reward, steps, env[:, None])
-        reward = torch.where(i < m[:, None], rewards * self.gamma ** i.float(), 0.0).sum(1)
+        steps = (t[:, None] + torch.arange(n, device=self.device)).clamp(max=self._last)  # (B, n)
+        ends = self._take(self._done, steps, env[:, None])
+        reward, discount, m = nstep(self._take(self._reward, steps, env[:, None]), ends,
+                                    self._take(self._term, steps, env[:, None]), self._last - t, self.gamma)
         last = t + m - 1
-        terminal = self._take(self._term, last, env) & (first_end < n)
-        discount = torch.where(terminal, 0.0, self.gamma ** m.float())
         return {
             "obs": self._obs_at(t, env),
             "action": self._take(self._action, t, env),
@@ -308,7 +299,7 @@ class DeviceReplay:
         """Human-readable memory use at full capacity."""
         n = self.capacity_steps * self.num_envs
         return (f"replay on {self.device}: {self.capacity_steps:,} steps x {self.num_envs} envs = {n:,} transitions"
-                f" x {_fmt(self.nbytes / n)} = {_fmt(self.nbytes)}")
+                f" x {format_bytes(self.nbytes / n)} = {format_bytes(self.nbytes)}")
 
     def seed(self, seed: int | None) -> None:
         """Restart the sampling random stream."""
@@ -373,5 +364,5 @@ def check_fits(nbytes: int, device: torch.device, key: str, estimate: str) -> No
     """Raise :class:`ConfigError` naming ``key`` when ``nbytes`` exceed 90% of the free memory on ``device``."""
     free = available_bytes(device)
     if nbytes > 0.9 * free:
-        raise ConfigError(f"{estimate}: does not fit in the {_fmt(free)} free on {device}; lower {key} "
+        raise ConfigError(f"{estimate}: does not fit in the {format_bytes(free)} free on {device}; lower {key} "
                           f"(or the number of envs / image size)")

@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import re
-import tempfile
-import zipfile
-import zlib
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
+
+from ssrl.data import episodes
+from ssrl.data.nstep import nstep
+from ssrl.data.protocol import format_bytes, frame_layout
 
 Obs = np.ndarray | dict[str, np.ndarray]
 Batch = dict[str, Any]
-_EPISODE_FILE = re.compile(r"(\d{6,})_(\d+)\.npz")
-
-
-def frame_layout(obs_space: gym.Space, frame_stack: int) -> dict[str, tuple[int, tuple[int, ...], np.dtype]]:
-    """Per observation key ("obs" for a Box): frames per stack (``frame_stack`` for uint8 (C, H, W) images, else
-    1), the shape of one stored frame and its dtype. Checks that every entry is a Box that can be stored so."""
-    spaces = dict(obs_space.spaces) if isinstance(obs_space, gym.spaces.Dict) else {"obs": obs_space}
-    layout = {}
-    for key, space in spaces.items():
-        if not isinstance(space, gym.spaces.Box) or not space.shape:
-            raise TypeError(f"observation {key!r} must be a Box with at least one dim, got {space}")
-        k = frame_stack if space.dtype == np.uint8 and len(space.shape) == 3 else 1
-        if space.shape[0] % k:
-            raise ValueError(f"{key!r}: {space.shape[0]} channels not divisible by frame_stack={k}")
-        layout[key] = (k, (space.shape[0] // k, *space.shape[1:]), space.dtype)
-    return layout
 
 
 class ReplayBuffer:
@@ -38,8 +22,8 @@ class ReplayBuffer:
 
     Step ``i`` (slot ``i % capacity``) holds the newest frame of observation ``i`` (the last
     ``shape[0] // frame_stack`` channels of stacked uint8 images, the whole array otherwise), the
-    action that *led to* it and the reward received with it (both zero at an episode's first
-    step). An episode table holds each episode's first and last step and whether it terminated.
+    action taken at it and the reward received after that action (both zero at an episode's last
+    step), the step convention of every replay (:mod:`ssrl.data.protocol`). An episode table holds each episode's first and last step and whether it terminated.
     Frame stacks are rebuilt at sample time from steps ``i-k+1..i`` clamped to the episode's first
     step, which reproduces the environment's stack. Transition ``t`` can be sampled when step
     ``t+1`` is in the same episode and every frame of ``obs_t``'s stack is still stored.
@@ -94,7 +78,7 @@ class ReplayBuffer:
     # ------------------------------------------------------------------ adding
     def add_first(self, obs: Obs) -> None:
         """Start a new episode with its reset observation (an unfinished previous one is dropped from disk)."""
-        t = self._write(obs, 0.0, 0.0)
+        t = self._write(obs)
         e = self._num_eps % self.capacity
         self._ep_start[e] = self._ep_last[e] = t
         self._ep_term[e] = False
@@ -106,21 +90,24 @@ class ReplayBuffer:
         if not self._in_episode:
             raise RuntimeError("call add_first() before add()")
         e = (self._num_eps - 1) % self.capacity
-        self._ep_last[e] = self._next
-        self._write(next_obs, action, reward)
+        i = (self._next - 1) % self.capacity  # the observation the action was taken at
+        self._action[i] = action
+        self._reward[i] = reward
+        self._ep_last[e] = self._write(next_obs)
         if terminated or truncated:
             self._ep_term[e] = bool(terminated)
             self._in_episode = False
             if self.directory is not None:
                 self._save(e)
 
-    def _write(self, obs: Obs, action: np.ndarray | float, reward: float) -> int:
+    def _write(self, obs: Obs) -> int:
+        """Store observation ``obs`` as the next step (no action taken at it yet); returns the step."""
         t, i = self._next, self._next % self.capacity
         obs = obs if self._dict_obs else {"obs": obs}
         for key, frames in self._frames.items():
             frames[i] = np.asarray(obs[key])[-frames.shape[1] :]
-        self._action[i] = action
-        self._reward[i] = reward
+        self._action[i] = 0.0
+        self._reward[i] = 0.0
         self._next = t + 1
         while self._first_ep < self._num_eps and self._ep_last[self._first_ep % self.capacity] < self._oldest:
             self._first_ep += 1
@@ -164,22 +151,24 @@ class ReplayBuffer:
         """Uniform batch of n-step transitions, truncated at episode ends.
 
         Returns ``obs``/``next_obs`` in the env's layout, ``action`` (B, *A) float32,
-        ``reward`` (B,) float32 = sum_{i<m} gamma^i r_{t+i+1} and ``discount`` (B,) float32 =
-        gamma^m (0 if the episode terminated at step t+m), where m = min(n_step, steps left).
+        ``reward`` (B,) float32 = sum_{i<m} gamma^i r_{t+i} and ``discount`` (B,) float32 =
+        gamma^m (0 if the episode terminated within), where m = min(n_step, steps left)
+        (:func:`ssrl.data.nstep.nstep`, in float64).
         """
         n = self.n_step if n_step is None else n_step
         t, start, last, term = self._draw(batch_size, 1)
-        m = np.minimum(n, last - t)
-        i = np.arange(n)
-        r = self._reward[(t[:, None] + 1 + np.minimum(i, m[:, None] - 1)) % self.capacity]
-        reward = np.where(i < m[:, None], r * self.gamma**i, 0.0).sum(1)
-        discount = self.gamma**m * ~(term & (t + m == last))
+        steps = t[:, None] + np.arange(n)  # the window t..t+n-1, clamped into the episode
+        rewards = self._reward[np.minimum(steps, last[:, None] - 1) % self.capacity]
+        reward, discount, m = nstep(torch.from_numpy(rewards.astype(np.float64)),
+                                    torch.from_numpy(steps + 1 == last[:, None]),
+                                    torch.from_numpy(term)[:, None].expand(-1, n),
+                                    torch.from_numpy(last - t), self.gamma)
         return {
             "obs": self._obs(t, start),
-            "action": self._action[(t + 1) % self.capacity],
-            "reward": reward.astype(np.float32),
-            "discount": discount.astype(np.float32),
-            "next_obs": self._obs(t + m, start),
+            "action": self._action[t % self.capacity],
+            "reward": reward.numpy().astype(np.float32),
+            "discount": discount.numpy().astype(np.float32),
+            "next_obs": self._obs(t + m.numpy(), start),
         }
 
     def sample_sequences(self, batch_size: int, length: int) -> Batch:
@@ -191,11 +180,11 @@ class ReplayBuffer:
         """
         t, start, last, term = self._draw(batch_size, length)
         steps = t[:, None] + np.arange(length + 1)
-        nxt = steps[:, 1:] % self.capacity
+        acted = steps[:, :-1] % self.capacity
         return {
             "obs": self._obs(steps, start[:, None]),
-            "action": self._action[nxt],
-            "reward": self._reward[nxt],
+            "action": self._action[acted],
+            "reward": self._reward[acted],
             "terminated": (steps[:, 1:] == last[:, None]) & term[:, None],
         }
 
@@ -222,22 +211,31 @@ class ReplayBuffer:
 
     def memory_estimate(self) -> str:
         """Human-readable memory use at full capacity."""
-        return f"replay: {self.capacity:,} transitions x {_fmt(self.bytes_per_transition)} = {_fmt(self.nbytes)}"
+        return f"replay: {self.capacity:,} transitions x {format_bytes(self.bytes_per_transition)} = {format_bytes(self.nbytes)}"
 
     def seed(self, seed: int | None) -> None:
         """Restart the sampling random stream (replays of the same content with another batch order)."""
         self._rng = np.random.default_rng(seed)
 
+    @property
+    def rng_state(self) -> dict[str, Any]:
+        """The sampling random stream's state (set it to continue a stream)."""
+        return self._rng.bit_generator.state
+
+    @rng_state.setter
+    def rng_state(self, state: dict[str, Any]) -> None:
+        self._rng.bit_generator.state = state
+
     # ------------------------------------------------------------- persistence
     def state_dict(self) -> dict[str, Any]:
         """Sampling RNG state and number of episode files belonging to the buffer (plain Python types)."""
-        return {"rng": self._rng.bit_generator.state, "num_episodes": self._num_saved}
+        return {"rng": self.rng_state, "num_episodes": self._num_saved}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the RNG; with a ``directory``, also rebuild the content from its episode files."""
         if self.directory is not None:
             self.restore(state["num_episodes"])
-        self._rng.bit_generator.state = state["rng"]
+        self.rng_state = state["rng"]
 
     def restore(self, num_episodes: int | None = None) -> None:
         """Rebuild the buffer from episode files ``0..num_episodes-1`` (default: all) and delete later files.
@@ -246,13 +244,7 @@ class ReplayBuffer:
         """
         if self.directory is None:
             raise ValueError("restore() needs a directory")
-        files: dict[int, tuple[Path, int]] = {}
-        for path in self.directory.iterdir():
-            if match := _EPISODE_FILE.fullmatch(path.name):
-                index = int(match[1])
-                if index in files:
-                    raise ValueError(f"two files for episode {index}: {files[index][0]} and {path}")
-                files[index] = path, int(match[2])
+        files = episodes.find(self.directory)
         n = len(files) if num_episodes is None else num_episodes
         for index in [i for i in files if i >= n]:
             files.pop(index)[0].unlink()
@@ -265,7 +257,8 @@ class ReplayBuffer:
         self._next = int(ends[-1]) if n else 0
         self._first_ep = int(np.searchsorted(ends, self._oldest, side="right"))
         for index in range(self._first_ep, n):
-            self._put_episode(index, int(ends[index] - frames[index]), self._read(*files[index]))
+            path, length = files[index]
+            self._put_episode(index, int(ends[index] - frames[index]), episodes.read(path, self._layout(length)))
 
     def _layout(self, length: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         """Expected shape and dtype of each array in an episode file with ``length`` transitions."""
@@ -285,34 +278,9 @@ class ReplayBuffer:
         idx = np.arange(start, last + 1) % self.capacity
         arrays = {
             (f"obs/{key}" if self._dict_obs else key): f[idx] for key, f in self._frames.items()
-        } | {"action": self._action[idx[1:]], "reward": self._reward[idx[1:]], "terminated": self._ep_term[slot]}
-        name = f"{self._num_saved:06d}_{last - start}.npz"
-        fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, self.directory / name)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        } | {"action": self._action[idx[:-1]], "reward": self._reward[idx[:-1]], "terminated": self._ep_term[slot]}
+        episodes.write(self.directory, self._num_saved, last - start, arrays)
         self._num_saved += 1
-
-    def _read(self, path: Path, length: int) -> dict[str, np.ndarray]:
-        layout = self._layout(length)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                data = {name: z[name] for name in layout if name in z.files}
-        except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as err:
-            raise ValueError(f"episode file {path} is unreadable: {err!r}") from err
-        if missing := sorted(layout.keys() - data.keys()):
-            raise ValueError(f"episode file {path}: missing arrays {missing}")
-        for name, (shape, dtype) in layout.items():
-            if data[name].shape != shape or data[name].dtype != dtype:
-                raise ValueError(
-                    f"episode file {path}: {name!r} is {data[name].dtype}{list(data[name].shape)},"
-                    f" expected {dtype}{list(shape)}"
-                )
-        return data
 
     def _put_episode(self, index: int, start: int, data: dict[str, np.ndarray]) -> None:
         """Write loaded episode ``index`` beginning at absolute step ``start``, skipping steps older than the buffer."""
@@ -324,13 +292,6 @@ class ReplayBuffer:
         slots = np.arange(start + offset, start + length + 1) % self.capacity
         for key, frames in self._frames.items():
             frames[slots] = data[f"obs/{key}" if self._dict_obs else key][offset:]
-        action = np.concatenate([np.zeros((1, *self._action.shape[1:]), np.float32), data["action"]])
+        action = np.concatenate([data["action"], np.zeros((1, *self._action.shape[1:]), np.float32)])
         self._action[slots] = action[offset:]
-        self._reward[slots] = np.concatenate([[0.0], data["reward"]])[offset:]
-
-
-def _fmt(nbytes: float) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if nbytes >= scale:
-            return f"{nbytes / scale:.2f} {unit}"
-    return f"{nbytes:.0f} B"
+        self._reward[slots] = np.concatenate([data["reward"], [0.0]])[offset:]

@@ -9,12 +9,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ssrl.envs import gl
+from ssrl.envs.base import SingleEnv
 
 # Cameras as used by CURL, DrQ and DrQ-v2: 0 everywhere except quadruped.
 DEFAULT_CAMERA = {"quadruped": 2}
 
 
-class DMCEnv(gym.Env[NDArray[np.float32], NDArray[np.float32]]):
+class DMCEnv(SingleEnv, gym.Env[NDArray[np.float32], NDArray[np.float32]]):
     """dm_control `domain`-`task` with a [-1, 1] action box and flat float32 state observations.
 
     Pixels are rendered on request only: `render_pixels()` gives the agent's `size` view,
@@ -23,7 +24,6 @@ class DMCEnv(gym.Env[NDArray[np.float32], NDArray[np.float32]]):
     """
 
     metadata = {"render_modes": ["rgb_array"]}
-    frame_stack = 1  # one frame per observation unless a FrameStack wrapper says otherwise
 
     def __init__(
         self,
@@ -46,11 +46,8 @@ class DMCEnv(gym.Env[NDArray[np.float32], NDArray[np.float32]]):
         if not -1 <= camera < physics.model.ncam:
             raise ValueError(f"camera: {domain} has {physics.model.ncam} cameras, got id {camera}")
         self._camera = camera
-        self.size, self.render_size = size, render_size
-        gl.set_look(physics.model, render, max(size, render_size))
+        self._setup(physics.model, size, render_size, render, seed)
         self._cameras: dict[int, Any] = {}
-        self._seed = seed
-        self.render_mode = "rgb_array"
         self.metadata = {**self.metadata, "render_fps": round(1 / self._env.control_timestep())}
 
         spec = self._env.action_spec()
@@ -72,8 +69,7 @@ class DMCEnv(gym.Env[NDArray[np.float32], NDArray[np.float32]]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[NDArray[np.float32], dict[str, Any]]:
         """Starts an episode; a seed (or the constructor's, on the first reset) reseeds the task."""
-        if seed is None:
-            seed, self._seed = self._seed, None
+        seed = self._reset_seed(seed)
         super().reset(seed=seed)
         if seed is not None:
             self._env.task.random.seed(int(self.np_random.integers(2**32)))
@@ -89,14 +85,6 @@ class DMCEnv(gym.Env[NDArray[np.float32], NDArray[np.float32]]):
         truncated = time_step.last() and not terminated
         observation = self._state(time_step.observation)
         return observation, float(time_step.reward), bool(terminated), bool(truncated), self._info()
-
-    def render(self) -> NDArray[np.uint8]:
-        """A (render_size, render_size, 3) frame for videos."""
-        return self._render(self.render_size)
-
-    def render_pixels(self) -> NDArray[np.uint8]:
-        """The agent's (size, size, 3) view."""
-        return self._render(self.size)
 
     def close(self) -> None:
         """Frees the physics and its rendering contexts; the env is unusable afterwards."""

@@ -9,16 +9,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ssrl.envs import gl
+from ssrl.envs.base import SingleEnv
 
 
-class GymMujoco(gym.Wrapper[NDArray[np.float32], NDArray[np.float32], Any, Any]):
+class GymMujoco(SingleEnv, gym.Wrapper[NDArray[np.float32], NDArray[np.float32], Any, Any]):
     """`gymnasium.make(env_id)` with float32 observations and `"physics_state"` (qpos, qvel) in `info`.
 
     `render()` gives `render_size` frames for videos; `render_pixels()` the agent's `size` view
     from the same camera, through a second gymnasium `MujocoRenderer`.
     """
-
-    frame_stack = 1  # one frame per observation unless a FrameStack wrapper says otherwise
 
     def __init__(
         self,
@@ -36,12 +35,11 @@ class GymMujoco(gym.Wrapper[NDArray[np.float32], NDArray[np.float32], Any, Any])
         env = gym.make(env_id, render_mode="rgb_array", width=render_size, height=render_size, **cameras)
         super().__init__(gym.wrappers.DtypeObservation(env, np.float32))
         base: Any = env.unwrapped
-        gl.set_look(base.model, render, max(size, render_size))
+        self._setup(base.model, size, render_size, render, seed)
         video = base.mujoco_renderer
         self._pixels = MujocoRenderer(
             base.model, base.data, video.default_cam_config, size, size, camera_id=video.camera_id
         )
-        self._seed = seed
 
     @property
     def spec(self) -> None:  # type: ignore[override]
@@ -52,9 +50,7 @@ class GymMujoco(gym.Wrapper[NDArray[np.float32], NDArray[np.float32], Any, Any])
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[NDArray[np.float32], dict[str, Any]]:
         """Starts an episode, seeded by `seed` or, on the first reset, the constructor's seed."""
-        if seed is None:
-            seed, self._seed = self._seed, None
-        observation, info = self.env.reset(seed=seed, options=options)
+        observation, info = self.env.reset(seed=self._reset_seed(seed), options=options)
         return observation, {**info, "physics_state": self._physics_state()}
 
     def step(self, action: Any) -> tuple[NDArray[np.float32], float, bool, bool, dict[str, Any]]:
@@ -62,17 +58,13 @@ class GymMujoco(gym.Wrapper[NDArray[np.float32], NDArray[np.float32], Any, Any])
         observation, reward, terminated, truncated, info = self.env.step(action)
         return observation, float(reward), terminated, truncated, {**info, "physics_state": self._physics_state()}
 
-    def render(self) -> NDArray[np.uint8]:
-        """A (render_size, render_size, 3) frame for videos."""
-        _make_current(self.unwrapped.mujoco_renderer)  # type: ignore[attr-defined]
+    def _render(self, size: int) -> NDArray[np.uint8]:
+        """The video renderer's frame (gymnasium's, at render_size) or the agent's view (a second renderer)."""
+        renderer = self._pixels if size == self.size else self.unwrapped.mujoco_renderer  # type: ignore[attr-defined]
+        if renderer.viewer is not None:  # two gymnasium renderers share a thread: make this one's GL context current
+            renderer.viewer.make_context_current()
         with gl.context_errors():
-            return self.env.render()  # type: ignore[return-value]
-
-    def render_pixels(self) -> NDArray[np.uint8]:
-        """The agent's (size, size, 3) view."""
-        _make_current(self._pixels)
-        with gl.context_errors():
-            return self._pixels.render("rgb_array")
+            return renderer.render("rgb_array")
 
     def close(self) -> None:
         """Closes both renderers and the environment."""
@@ -82,9 +74,3 @@ class GymMujoco(gym.Wrapper[NDArray[np.float32], NDArray[np.float32], Any, Any])
     def _physics_state(self) -> NDArray[np.float64]:
         data = self.unwrapped.data  # type: ignore[attr-defined]
         return np.concatenate([data.qpos, data.qvel])
-
-
-def _make_current(renderer: Any) -> None:
-    """Makes a renderer's GL context current: two gymnasium renderers share a thread."""
-    if renderer.viewer is not None:
-        renderer.viewer.make_context_current()

@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ssrl.envs import gl
+from ssrl.envs.base import SingleEnv
 
 INSTALL = "pip install 'ssrl[robot]' && pip install --no-deps metaworld==3.1.1"
 DEFAULT_CAMERA = "corner"
@@ -62,7 +63,7 @@ def list_tasks() -> list[str]:
     return [f"mw/{name}" for name in ENV_POLICY_MAP]
 
 
-class MetaWorldEnv(gym.Env[NDArray[np.float32], NDArray[np.float32]]):
+class MetaWorldEnv(SingleEnv, gym.Env[NDArray[np.float32], NDArray[np.float32]]):
     """A MetaWorld v3 task: 39-d float32 state, [-1, 1]^4 actions, `info["success"]` and `"physics_state"`.
 
     Episodes last `max_episode_steps` (MetaWorld's 500 by default); `render_pixels()` gives the agent's
@@ -70,7 +71,6 @@ class MetaWorldEnv(gym.Env[NDArray[np.float32], NDArray[np.float32]]):
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 80}
-    frame_stack = 1
 
     def __init__(
         self,
@@ -98,11 +98,9 @@ class MetaWorldEnv(gym.Env[NDArray[np.float32], NDArray[np.float32]]):
         self._env = env
         self.task, self.max_episode_steps = task, max_episode_steps
         self._camera = DEFAULT_CAMERA if camera is None else camera
-        gl.set_look(env.model, render, max(size, render_size))
-        self.size, self.render_size = size, render_size
+        self._setup(env.model, size, render_size, render, seed)
         self._renderers: dict[int, Any] = {}
-        self._seed, self._steps = seed, 0
-        self.render_mode = "rgb_array"
+        self._steps = 0
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, env.observation_space.shape, np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, env.action_space.shape, np.float32)
 
@@ -113,8 +111,7 @@ class MetaWorldEnv(gym.Env[NDArray[np.float32], NDArray[np.float32]]):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[NDArray[np.float32], dict[str, Any]]:
         """New object and goal positions, drawn from `seed` (or the constructor's seed, or fresh entropy)."""
         super().reset(seed=seed)
-        if seed is None:
-            seed, self._seed = self._seed, None
+        seed = self._reset_seed(seed)
         self._env.seed(int(self.np_random.integers(2**31)) if seed is None else seed)
         obs, _ = self._env.reset()
         self._steps = 0
@@ -148,12 +145,6 @@ class MetaWorldEnv(gym.Env[NDArray[np.float32], NDArray[np.float32]]):
             renderer = self._renderers[size]
             renderer.update_scene(self._env.data, camera=self._camera)
             return renderer.render()[::-1].copy()  # MetaWorld's cameras are mounted upside down
-
-    def render(self) -> NDArray[np.uint8]:
-        return self._render(self.render_size)
-
-    def render_pixels(self) -> NDArray[np.uint8]:
-        return self._render(self.size)
 
     def close(self) -> None:
         for renderer in self._renderers.values():

@@ -124,5 +124,5 @@ def pretrain(agent: OffPolicyAgent, replay: ReplayBuffer, updates: int) -> list[
     """``updates`` steps of the agent's representation objective alone (no RL losses, batches of
     ``agent.cfg.batch_size``), through ``ssrl pretrain``'s step; returns the losses."""
     assert agent.representation is not None, "pretrain needs representation=<module>"
-    return [pretrain_step(agent.representation, agent.augment, replay, agent.repr_opt, agent.cfg.batch_size,
-                          agent.device)["loss"] for _ in range(updates)]
+    return [pretrain_step(agent.representation, agent.encoder, agent.augment, replay, agent.repr_opt,
+                          agent.cfg.batch_size, agent.device)["loss"] for _ in range(updates)]

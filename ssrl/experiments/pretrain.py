@@ -89,11 +89,11 @@ def representation_batch(module: Representation, replay: Replay, batch_size: int
     return to_torch(replay.sample_sequences(batch_size, k) if k > 0 else replay.sample(batch_size), device)
 
 
-def pretrain_step(module: Representation, augment: nn.Module, replay: Replay, optimizer: torch.optim.Optimizer,
-                  batch_size: int, device: torch.device) -> dict[str, float]:
+def pretrain_step(module: Representation, encoder: nn.Module, augment: nn.Module, replay: Replay,
+                  optimizer: torch.optim.Optimizer, batch_size: int, device: torch.device) -> dict[str, float]:
     """One step of ``module``'s loss alone on a batch from ``replay`` (``ssrl pretrain``'s step, and the probes');
     returns the loss and the module's metrics."""
-    metrics = module.step(representation_batch(module, replay, batch_size, device), augment, optimizer, 1.0)
+    metrics = module.step(representation_batch(module, replay, batch_size, device), encoder, augment, optimizer, 1.0)
     return {key.removeprefix("repr_"): float(value) for key, value in metrics.items()}
 
 
@@ -121,7 +121,7 @@ class Pretrainer(Run):
         if not self.module.trains_encoder:
             raise ConfigError(f"representation.trains_encoder=false: {cfg.representation.name} would not train the "
                               "encoder, so there is nothing to pretrain")
-        params = list(self.module.parameters()) + list(self.encoder.parameters())
+        params = self.module.trainable_parameters(self.encoder)  # trains_encoder is true here
         self.opt = torch.optim.AdamW(params, lr=cfg.representation.lr, weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg.warmup, cfg.steps))
         self.counters = PretrainCounters(next_checkpoint=cfg.checkpoint_every)
@@ -171,7 +171,8 @@ class Pretrainer(Run):
                 f"({len(self.data):,} transitions)")
 
     def train_step(self) -> dict[str, float]:
-        metrics = pretrain_step(self.module, self.augment, self.data, self.opt, self.cfg.batch_size, self.device)
+        metrics = pretrain_step(self.module, self.encoder, self.augment, self.data, self.opt, self.cfg.batch_size,
+                                self.device)
         self.sched.step()
         self.counters.step += 1
         return metrics

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssrl.errors import ConfigError
-from ssrl.nn.utils import adam, soft_update
+from ssrl.nn.utils import soft_update
 
 Obs = torch.Tensor | dict[str, torch.Tensor]
 
@@ -22,15 +22,17 @@ class Representation(nn.Module):
     Subclasses set ``sequence_length`` (0: train on the agent's transition batch; K > 0: on replay sequences
     of K steps with actions and rewards) and ``trains_encoder`` (whether the loss's gradients reach the
     shared encoder; modules read it from ``cfg.trains_encoder`` when their config has it). The agent owns the
-    optimizer: it steps this module's parameters, plus the encoder's when ``trains_encoder`` is true, on
-    ``weight * loss``, then calls :meth:`update_targets`.
+    encoder and the optimizer: the optimizer steps :meth:`trainable_parameters` (this module's parameters, plus
+    the encoder's when ``trains_encoder`` is true) on ``weight * loss`` in :meth:`step`, which then moves the EMA
+    targets.
 
     Encoder-gradient rule: the critic loss always trains the encoder, the actor loss never does, and this
     module's loss does exactly when ``trains_encoder`` is true. When it is false the agent passes
     :meth:`encoder_view`'s no-grad view, so the loss trains only the module's own heads.
 
-    The module never registers the online encoder as a submodule (its parameters belong to the agent); it
-    gets it as the ``encoder`` argument of :meth:`loss`. EMA targets it owns are frozen copies.
+    The module never holds the agent's encoder (its parameters belong to the agent): it is the ``encoder``
+    argument of :meth:`loss`, :meth:`step` and :meth:`ema_pairs`. EMA targets it owns are frozen copies made
+    in the constructor.
     """
 
     sequence_length: int = 0
@@ -41,24 +43,19 @@ class Representation(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.trains_encoder = bool(getattr(cfg, "trains_encoder", type(self).trains_encoder))
-        self._encoder = [encoder]  # a list keeps the agent's encoder out of this module's parameters
-
-    @property
-    def online_encoder(self) -> nn.Module:
-        """The agent's encoder (what EMA targets follow)."""
-        return self._encoder[0]
 
     def loss(self, batch: dict[str, Any], encoder: nn.Module, augment: nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return ``(loss, metrics)`` for a batch of uint8 observations (the module augments them itself)."""
         raise NotImplementedError
 
-    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        """``(target, online)`` pairs that :meth:`update_targets` moves by EMA (none by default)."""
+    def ema_pairs(self, encoder: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+        """``(target, online)`` pairs that :meth:`update_targets` moves by EMA (none by default); ``encoder`` is
+        the agent's."""
         return []
 
-    def update_targets(self) -> None:
+    def update_targets(self, encoder: nn.Module) -> None:
         """Move EMA targets after each optimizer step: ``target <- tau * online + (1 - tau) * target``."""
-        for target, online in self.ema_pairs():
+        for target, online in self.ema_pairs(encoder):
             soft_update(target, online, self.cfg.tau)
 
     def intrinsic_reward(self, batch: dict[str, Any], augment: nn.Module) -> torch.Tensor | None:
@@ -69,23 +66,20 @@ class Representation(nn.Module):
         """The encoder this module's loss may use: itself, or a no-grad view when ``trains_encoder`` is false."""
         return encoder if self.trains_encoder else NoGradView(encoder)
 
-    def make_optimizer(self, lr: float) -> torch.optim.Optimizer:
-        """The agent's optimizer for this loss: Adam over this module's parameters, plus the online encoder's
-        when ``trains_encoder``."""
-        params = list(self.parameters())
-        if self.trains_encoder:
-            params += list(self.online_encoder.parameters())
-        return adam(params, lr=lr)
+    def trainable_parameters(self, encoder: nn.Module) -> list[nn.Parameter]:
+        """What the owner's optimizer for this loss steps: this module's parameters, plus ``encoder``'s when
+        ``trains_encoder``."""
+        return list(self.parameters()) + (list(encoder.parameters()) if self.trains_encoder else [])
 
-    def step(self, batch: dict[str, Any], augment: nn.Module, optimizer: torch.optim.Optimizer,
+    def step(self, batch: dict[str, Any], encoder: nn.Module, augment: nn.Module, optimizer: torch.optim.Optimizer,
              weight: float) -> dict[str, torch.Tensor]:
-        """One ``optimizer`` step on ``weight * loss`` (through :meth:`encoder_view` of the online encoder), then
-        the EMA targets; returns the detached loss and metrics as ``repr_*``."""
-        loss, metrics = self.loss(batch, self.encoder_view(self.online_encoder), augment)
+        """One ``optimizer`` step on ``weight * loss`` (through :meth:`encoder_view` of the agent's ``encoder``),
+        then the EMA targets; returns the detached loss and metrics as ``repr_*``."""
+        loss, metrics = self.loss(batch, self.encoder_view(encoder), augment)
         optimizer.zero_grad(set_to_none=True)
         (weight * loss).backward()
         optimizer.step()
-        self.update_targets()
+        self.update_targets(encoder)
         return {"repr_loss": loss.detach(), **{f"repr_{k}": v for k, v in metrics.items()}}
 
 

@@ -41,5 +41,5 @@ class CURL(Representation):
         accuracy = (logits.argmax(1) == labels).float().mean()
         return loss, {"accuracy": accuracy, **health(query.detach(), key)}
 
-    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        return [(self.key_encoder, self.online_encoder)]
+    def ema_pairs(self, encoder: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.key_encoder, encoder)]

@@ -123,7 +123,7 @@ class Masked(Representation):
             metrics[f"state_error_{key}" if self.dict_obs else "state_error"] = state.detach()
         return loss, metrics
 
-    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+    def ema_pairs(self, encoder: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
         if not self.image_keys:
             return []
-        return [(self.target_encoder, self.online_encoder), (self.target_projection, self.projection)]
+        return [(self.target_encoder, encoder), (self.target_projection, self.projection)]

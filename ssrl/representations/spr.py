@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssrl.nn.heads import LatentTransition, project, projector
 from ssrl.nn.utils import frozen_copy, mlp, orthogonal_init
 from ssrl.representations.base import (
     Representation,
@@ -33,29 +34,6 @@ from ssrl.representations.base import (
     health,
     take,
 )
-
-
-class LatentTransition(nn.Module):
-    """``z_{t+1} = tanh(LayerNorm(MLP([z_t, a_t])))``: stays in the encoder's feature range."""
-
-    def __init__(self, features_dim: int, action_dim: int, hidden_dim: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(mlp(features_dim + action_dim, hidden_dim, features_dim, depth=1),
-                                 nn.LayerNorm(features_dim), nn.Tanh())
-
-    def forward(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([z, action], dim=-1))
-
-
-def projector(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
-    """BYOL's projection head: Linear -> BatchNorm -> ReLU -> Linear on ``(N, in_dim)`` rows."""
-    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True),
-                         nn.Linear(hidden_dim, out_dim))
-
-
-def project(head: nn.Module, z: torch.Tensor) -> torch.Tensor:
-    """Apply a row-wise head with BatchNorm to ``(B, T, D)`` latents (statistics over all ``B*T`` rows)."""
-    return head(z.flatten(0, 1)).unflatten(0, z.shape[:2])
 
 
 class SPR(Representation):
@@ -96,5 +74,5 @@ class SPR(Representation):
             metrics["inverse_error"] = inverse.detach()
         return loss, metrics
 
-    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        return [(self.target_encoder, self.online_encoder), (self.target_projection, self.projection)]
+    def ema_pairs(self, encoder: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.target_encoder, encoder), (self.target_projection, self.projection)]

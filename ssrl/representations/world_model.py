@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssrl.nn.encoders import is_image_space
+from ssrl.nn.heads import LatentTransition, ObservationDecoder
 from ssrl.nn.utils import frozen_copy, mlp, orthogonal_init
 from ssrl.representations.base import (
     Obs,
@@ -28,46 +28,6 @@ from ssrl.representations.base import (
     health,
     take,
 )
-from ssrl.representations.spr import LatentTransition
-
-
-class PixelDecoder(nn.Module):
-    """Latent -> (C, size, size) image in [-0.5, 0.5]: linear, then two stride-2 transposed convs."""
-
-    def __init__(self, features_dim: int, channels: int, size: int, filters: int = 32) -> None:
-        super().__init__()
-        self.filters, self.base = filters, size // 4
-        self.fc = nn.Linear(features_dim, filters * self.base**2)
-        self.deconv = nn.Sequential(nn.ReLU(), nn.ConvTranspose2d(filters, filters, 4, 2, 1), nn.ReLU(),
-                                    nn.ConvTranspose2d(filters, channels, 4, 2, 1))
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.deconv(self.fc(z).view(-1, self.filters, self.base, self.base))
-
-
-class ObservationDecoder(nn.Module):
-    """Reconstructs every entry of an observation: images pooled to ``size`` pixels, state vectors as they are."""
-
-    def __init__(self, space: gym.Space, features_dim: int, size: int, hidden_dim: int) -> None:
-        super().__init__()
-        spaces = dict(space.spaces) if isinstance(space, gym.spaces.Dict) else {"obs": space}
-        self.size = size
-        self.heads = nn.ModuleDict({
-            key: PixelDecoder(features_dim, sub.shape[0], size) if is_image_space(sub)
-            else mlp(features_dim, hidden_dim, int(np.prod(sub.shape)), depth=1)
-            for key, sub in spaces.items()
-        })
-
-    def loss(self, z: torch.Tensor, view: Obs) -> torch.Tensor:
-        """Mean squared reconstruction error of the augmented view the encoder saw (images scaled to [-0.5, 0.5])."""
-        views = view if isinstance(view, dict) else {"obs": view}
-        total = z.new_zeros(())
-        for key, head in self.heads.items():
-            target = views[key]
-            if isinstance(head, PixelDecoder):
-                target = F.adaptive_avg_pool2d(target / 255.0 - 0.5, self.size)
-            total = total + F.mse_loss(head(z), target)
-        return total
 
 
 class WorldModel(Representation):
@@ -128,5 +88,5 @@ class WorldModel(Representation):
             return None
         return self.cfg.intrinsic_coef * self.prediction_error(batch["obs"], batch["action"], batch["next_obs"], augment)
 
-    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        return [(self.target_encoder, self.online_encoder)]
+    def ema_pairs(self, encoder: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.target_encoder, encoder)]
