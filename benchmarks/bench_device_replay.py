@@ -31,8 +31,7 @@ from rich.table import Table
 
 from ssrl.config import parse_overrides
 from ssrl.data import DeviceReplay, ReplayBuffer, to_torch
-from ssrl.experiments.offpolicy import BatchedTrainer
-from ssrl.experiments.offpolicy import Trainer
+from ssrl.experiments.offpolicy import BatchedTrainer, Trainer
 from ssrl.runtime.progress import progress_bar
 
 RESULTS = Path(__file__).parent / "results" / "device_replay.json"

@@ -240,7 +240,7 @@ def main() -> None:
         for name, flags in rows:
             torch.manual_seed(0)
             agent = make_agent(parse_overrides(base + flags), space, action_space, device)
-            variants[name] = lambda agent=agent: agent.update(replay, frame=0)
+            variants[name] = lambda agent=agent, replay=replay: agent.update(replay, frame=0)
             if name == "ssrl plain":
                 baseline = Baseline(agent, FloatReplay(frames, batch, ACTION_DIM), curl=representation == "curl")
                 variants = {"baseline": baseline.update} | variants

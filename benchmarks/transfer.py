@@ -22,8 +22,8 @@ from pathlib import Path
 from rich.console import Console
 
 from ssrl.data.dataset import info
-from ssrl.experiments.collect import collect
 from ssrl.experiments import transfer
+from ssrl.experiments.collect import collect
 from ssrl.experiments.pretrain import Pretrainer, parse
 
 RESULTS = Path(__file__).parent / "results" / "transfer.json"

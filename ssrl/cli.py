@@ -27,7 +27,8 @@ commands:
   tasks     list environment ids
   sweep     hyperparameter sweep:  ssrl sweep SPEC.yaml [--address RAY_ADDRESS] [--export wandb]
   report    aggregate results:     ssrl report RUN_DIRS... --out DIR [--reference DIR]
-  collect   reward-free data:   ssrl collect env=mw/reach-v3 policy=random|scripted|checkpoint:RUN_DIR frames=10000 out=data/reach
+  collect   reward-free data:   ssrl collect env=mw/reach-v3 policy=random|scripted|checkpoint:RUN_DIR
+                                frames=10000 out=data/reach
   data      ssrl data info DIR | ssrl data export run_dir=RUN_DIR out=DIR
   pretrain  ssrl pretrain representation=curl data=DIR steps=10000 out=backbones/curl
   transfer  ssrl transfer backbone=PATH|scratch|random tasks=reach-v3 demos=10 seeds=3 rollouts=50 out=results/bc
@@ -49,7 +50,8 @@ def options(command: str, args: list[str], defaults: dict[str, str]) -> dict[str
     for arg in args:
         key, sep, value = arg.partition("=")
         if not sep or key not in defaults:
-            raise ConfigError(f"ssrl {command}: unknown argument '{arg}'; expected {', '.join(k + '=' for k in defaults)}")
+            expected = ", ".join(k + "=" for k in defaults)
+            raise ConfigError(f"ssrl {command}: unknown argument '{arg}'; expected {expected}")
         opts[key] = value
     return opts
 
@@ -113,7 +115,7 @@ def evaluate(args: list[str]) -> int:
     load = load_policy if is_ppo_run(run_dir) else load_run  # PPO: its policy in the run's single env
     cfg, agent, env = load(run_dir, opts["device"], render_size=VIDEO_SIZE if want_video else None)
     frames: list[np.ndarray] | None = [] if want_video else None
-    returns = run_episodes(agent, env, int(opts["episodes"]), cfg.seed + 10_000, 0, frames)
+    returns = run_episodes(agent, env, _int("eval", opts, "episodes"), cfg.seed + 10_000, 0, frames)
     print(f"{cfg.env}: mean return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} episodes")
     if frames:
         path = Path(opts["video"]) if opts["video"].endswith(".mp4") else run_dir / "eval.mp4"

@@ -15,8 +15,8 @@ from ssrl import config as config_lib
 from ssrl.cli import main as cli_main
 from ssrl.errors import ConfigError
 from ssrl.experiments import multirun, sweep
-from ssrl.runtime import meta
 from ssrl.experiments.suites import SUITES, load_suite
+from ssrl.runtime import meta
 
 # One 1000-frame episode of cartpole-swingup (action repeat 8) with an eval before and after it.
 TINY = ["env=dmc/cartpole-swingup", "obs=state", "frames=1000", "seed_frames=500", "eval_every=1000",

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from ssrl import config as config_lib
-from ssrl.nn.backbone import Backbone, ResNet18, load_backbone
 from ssrl.cli import main
 from ssrl.data.dataset import Dataset, info
-from ssrl.experiments.collect import collect, export_run
 from ssrl.envs.metaworld import INSTALL as METAWORLD_INSTALL
 from ssrl.errors import BackboneError, ConfigError, DatasetError
-from ssrl.experiments.pretrain import Pretrainer, lr_factor, parse
+from ssrl.experiments.collect import collect, export_run
 from ssrl.experiments.offpolicy import Trainer
+from ssrl.experiments.pretrain import Pretrainer, lr_factor, parse
+from ssrl.nn.backbone import Backbone, ResNet18, load_backbone
 
 ENV = "dmc/cartpole-swingup"  # action repeat 8: 125 steps per episode
 SIZE = 32

@@ -51,7 +51,7 @@ def play(buffers, episodes: list[tuple[int, str]], kind: str, s: int = 0) -> int
     for length, ending in episodes:
         stack = deque([frame(s)] * K, maxlen=K)
 
-        def obs(s=None):
+        def obs(s=None, stack=stack):
             pixels, state = np.concatenate(stack), np.array([s, -s], np.float32)
             return {"pixels": pixels, "state": state, "dict": {"pixels": pixels, "state": state}}[kind]
 

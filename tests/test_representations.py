@@ -14,9 +14,9 @@ from ssrl.agents import make_agent
 from ssrl.config import parse_overrides
 from ssrl.data import to_torch
 from ssrl.errors import ConfigError
+from ssrl.eval.probe import collect, pretrain, probe_r2
 from ssrl.experiments.offpolicy import Trainer
 from ssrl.representations.masked import cube_mask
-from ssrl.eval.probe import collect, pretrain, probe_r2
 
 PIXELS = gym.spaces.Box(0, 255, (9, 32, 32), np.uint8)
 STATE = gym.spaces.Box(-np.inf, np.inf, (5,), np.float32)

@@ -65,7 +65,7 @@ def drqv2_shift(x: torch.Tensor, offsets: torch.Tensor, pad: int = 4) -> torch.T
 
 def numpy_crops(x: np.ndarray, top: np.ndarray, left: np.ndarray, size: int) -> np.ndarray:
     """CURL-style per-sample numpy crops."""
-    return np.stack([img[:, t : t + size, l : l + size] for img, t, l in zip(x, top, left)])
+    return np.stack([img[:, t : t + size, u : u + size] for img, t, u in zip(x, top, left)])
 
 
 def reference_update(agent, batch: dict[str, np.ndarray], kind: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -28,6 +28,7 @@ from ssrl.config.schema import (
     DrQV2Config,
     EncoderConfig,
     MaskedConfig,
+    ObjectiveConfig,
     OffPolicyConfig,
     PPOConfig,
     RepresentationConfig,
@@ -41,7 +42,10 @@ from ssrl.config.schema import (
 )
 from ssrl.errors import ConfigError
 
-__all__ = ["AGENTS", "CHOICES", "CURLConfig", "ConfigError", "Derived", "OffPolicyConfig", "derive", "DrQV2Config", "EncoderConfig", "GROUPS", "MaskedConfig",
-           "PPOConfig", "PPO_REPRESENTATIONS", "REPRESENTATIONS", "RepresentationConfig", "SACConfig", "SPRConfig",
-           "SpeedConfig", "TrainConfig", "WorldModelConfig", "apply_overrides", "diff", "diff_dicts", "from_dict", "implementation",
-           "load", "register_agent", "register_representation", "parse_overrides", "save", "split_pairs", "to_dict", "validate"]
+__all__ = ["AGENTS", "apply_overrides", "CHOICES", "ConfigError", "CURLConfig", "derive", "Derived", "diff",
+           "diff_dicts", "DrQV2Config", "EncoderConfig", "from_dict", "GROUPS", "implementation", "load",
+           "MaskedConfig",
+           "ObjectiveConfig", "OffPolicyConfig", "parse_overrides", "PPO_REPRESENTATIONS", "PPOConfig",
+           "register_agent", "register_representation", "RepresentationConfig", "REPRESENTATIONS", "SACConfig",
+           "save", "SpeedConfig", "split_pairs", "SPRConfig", "to_dict", "TrainConfig", "validate",
+           "WorldModelConfig"]

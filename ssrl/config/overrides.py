@@ -78,7 +78,8 @@ def _set(cfg: TrainConfig, key: str, text: str) -> None:
                 raise ConfigError(f"unknown key '{key}': '{'.'.join(parts[: depth + 1])}' has no sub-keys")
     name = parts[-1]
     if dataclasses.is_dataclass(getattr(target, name)):
-        raise ConfigError(f"'{key}' is a group; set its fields, e.g. {key}.{dataclasses.fields(getattr(target, name))[1].name}=...")
+        example = dataclasses.fields(getattr(target, name))[1].name
+        raise ConfigError(f"'{key}' is a group; set its fields, e.g. {key}.{example}=...")
     setattr(target, name, _coerce(key, text, _field_types(target)[name]))
 
 
@@ -86,7 +87,7 @@ def _select_group(cfg: TrainConfig, group: str, name: str) -> None:
     options = GROUPS[group]
     if name not in options:
         raise ConfigError(f"unknown {group} '{name}'. Choose one of: {', '.join(options)}.{_close(name, options)}")
-    setattr(cfg, group, options[name].config())
+    setattr(cfg, group, options[name].config_class()())
 
 
 def split_pairs(args: list[str]) -> list[tuple[str, str]]:

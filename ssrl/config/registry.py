@@ -2,9 +2,9 @@
 and its implementation. The command line, ``ssrl config``, multirun, sweeps, pretraining and ``make_agent`` /
 ``make_representation`` all read it.
 
-Built-in implementations are named by ``"module:Class"`` strings, imported on first use (this module sits at the
-bottom of the package and imports no agent or objective). A new one is one new file plus one line here, or, from
-outside the package, one call::
+Implementations (and the config classes of objectives that keep theirs beside them) are named by
+``"module:Class"`` strings, imported on first use: this module sits at the bottom of the package and imports no
+agent or objective. A new one is one new file plus one line here, or, from outside the package, one call::
 
     from ssrl.config.registry import register_representation
     register_representation("toy", ToyConfig, Toy)   # then: ssrl train representation=toy representation.scale=2
@@ -27,19 +27,30 @@ from ssrl.config.schema import (
 )
 
 
+def _load(ref: type | str) -> type:
+    if isinstance(ref, str):
+        module, _, name = ref.partition(":")
+        return getattr(importlib.import_module(module), name)
+    return ref
+
+
 @dataclass
 class Entry:
-    """One registered name: its config dataclass and its implementation (a class, a ``"module:Class"`` string,
-    or None for ``representation=none``)."""
+    """One registered name: its config dataclass and its implementation, each a class or a ``"module:Class"``
+    string (the implementation is None for ``representation=none``)."""
 
-    config: type
+    config: type | str
     target: type | str | None
+
+    def config_class(self) -> type:
+        """The config dataclass (importing it the first time)."""
+        self.config = _load(self.config)
+        return self.config
 
     def resolve(self) -> type | None:
         """The implementation class (importing it the first time)."""
-        if isinstance(self.target, str):
-            module, _, name = self.target.partition(":")
-            self.target = getattr(importlib.import_module(module), name)
+        if self.target is not None:
+            self.target = _load(self.target)
         return self.target
 
 
@@ -59,6 +70,8 @@ GROUPS: dict[str, dict[str, Entry]] = {"agent": AGENTS, "representation": REPRES
 
 
 def _register(group: str, name: str, config: type, target: type | str) -> None:
+    if getattr(config, "__dataclass_fields__", {}).get("name") is None:
+        raise TypeError(f"{config.__name__} must be a dataclass with a field name: str = {name!r}")
     if config.__dataclass_fields__["name"].default != name:
         raise ValueError(f"{config.__name__}.name defaults to {config.__dataclass_fields__['name'].default!r}; "
                          f"registering it as {group}={name} needs name: str = {name!r}")

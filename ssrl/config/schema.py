@@ -102,21 +102,26 @@ class RepresentationConfig:
 
 
 @dataclass
-class CURLConfig(RepresentationConfig):
+class ObjectiveConfig(RepresentationConfig):
+    """A self-supervised objective's config: ``trains_encoder`` says whether its loss trains the shared encoder."""
+
+    trains_encoder: bool = True
+
+
+@dataclass
+class CURLConfig(ObjectiveConfig):
     """CURL (Srinivas et al. 2020): InfoNCE between the encoder (query) and its EMA (key) through a bilinear W.
     Defaults: CURL's published values (key-encoder tau 0.05, lr 1e-3)."""
 
     name: str = "curl"
-    trains_encoder: bool = True
     tau: float = 0.05
 
 
 @dataclass
-class SPRConfig(RepresentationConfig):
+class SPRConfig(ObjectiveConfig):
     """SPR (Schwarzer et al. 2021): K-step latent rollouts predict EMA-target projections (cosine loss)."""
 
     name: str = "spr"
-    trains_encoder: bool = True
     k: int = 5
     tau: float = 1.0  # SPR with augmentation: target = online weights (its tau=0, i.e. no momentum)
     inverse_coef: float = 0.0  # > 0 adds SGI's inverse-dynamics loss (a_t from z_t, z_t+1)
@@ -125,12 +130,11 @@ class SPRConfig(RepresentationConfig):
 
 
 @dataclass
-class MaskedConfig(RepresentationConfig):
+class MaskedConfig(ObjectiveConfig):
     """Masked modelling (pixels: MLR, Yu et al. 2022, cube masks + latent reconstruction against an EMA target;
     states: masked state dims/steps reconstructed from context and actions)."""
 
     name: str = "masked"
-    trains_encoder: bool = True
     k: int = 4  # sequence of k+1 observations
     mask_ratio: float = 0.5  # fraction of pixel cubes / state entries masked
     step_mask_ratio: float = 0.0  # states: fraction of whole time steps masked as well
@@ -144,12 +148,11 @@ class MaskedConfig(RepresentationConfig):
 
 
 @dataclass
-class WorldModelConfig(RepresentationConfig):
+class WorldModelConfig(ObjectiveConfig):
     """Deterministic latent world model (TD-MPC, Hansen et al. 2022): latent consistency + reward over a horizon,
     optional observation decoder, optional curiosity bonus (ICM, Pathak et al. 2017)."""
 
     name: str = "world_model"
-    trains_encoder: bool = True
     k: int = 5  # horizon
     rho: float = 0.5  # per-step loss discount
     consistency_coef: float = 2.0

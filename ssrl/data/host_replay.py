@@ -23,7 +23,8 @@ class ReplayBuffer:
     Step ``i`` (slot ``i % capacity``) holds the newest frame of observation ``i`` (the last
     ``shape[0] // frame_stack`` channels of stacked uint8 images, the whole array otherwise), the
     action taken at it and the reward received after that action (both zero at an episode's last
-    step), the step convention of every replay (:mod:`ssrl.data.protocol`). An episode table holds each episode's first and last step and whether it terminated.
+    step), the step convention of every replay (:mod:`ssrl.data.protocol`). An episode table holds each
+    episode's first and last step and whether it terminated.
     Frame stacks are rebuilt at sample time from steps ``i-k+1..i`` clamped to the episode's first
     step, which reproduces the environment's stack. Transition ``t`` can be sampled when step
     ``t+1`` is in the same episode and every frame of ``obs_t``'s stack is still stored.
@@ -211,7 +212,8 @@ class ReplayBuffer:
 
     def memory_estimate(self) -> str:
         """Human-readable memory use at full capacity."""
-        return f"replay: {self.capacity:,} transitions x {format_bytes(self.bytes_per_transition)} = {format_bytes(self.nbytes)}"
+        per, total = format_bytes(self.bytes_per_transition), format_bytes(self.nbytes)
+        return f"replay: {self.capacity:,} transitions x {per} = {total}"
 
     def seed(self, seed: int | None) -> None:
         """Restart the sampling random stream (replays of the same content with another batch order)."""

@@ -108,7 +108,8 @@ class MetaWorldEnv(SingleEnv, gym.Env[NDArray[np.float32], NDArray[np.float32]])
     def model(self) -> Any:
         return self._env.model
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[NDArray[np.float32], dict[str, Any]]:
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[NDArray[np.float32], dict[str, Any]]:
         """New object and goal positions, drawn from `seed` (or the constructor's seed, or fresh entropy)."""
         super().reset(seed=seed)
         seed = self._reset_seed(seed)

@@ -36,7 +36,8 @@ class WithPhysics(gym.Wrapper):
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
-        return {**obs, "physics_state": np.asarray(info["physics_state"], np.float64)}, reward, terminated, truncated, info
+        obs = {**obs, "physics_state": np.asarray(info["physics_state"], np.float64)}
+        return obs, reward, terminated, truncated, info
 
 
 def _policy(spec: str, env: gym.Env, rng: np.random.Generator) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
@@ -110,7 +111,8 @@ def collect(env_id: str, policy: str, frames: int, out: str | Path, *, size: int
         from ssrl import config as config_lib
 
         cfg = config_lib.load(Path(policy.split(":", 1)[1]) / "config.yaml")
-        env_id, size, frame_stack, action_repeat, render = cfg.env, cfg.size, cfg.frame_stack, cfg.action_repeat, cfg.render
+        env_id, size, frame_stack = cfg.env, cfg.size, cfg.frame_stack
+        action_repeat, render = cfg.action_repeat, cfg.render
     env = WithPhysics(make(env_id, obs="pixels+state", size=size, frame_stack=frame_stack,
                             action_repeat=action_repeat or None, render=render))
     try:

@@ -8,7 +8,8 @@ is one value.
 
 Multirun-only keys: ``suite=NAME`` (a benchmark from :mod:`ssrl.experiments.suites`), ``seeds=N`` (seeds
 0..N-1), ``jobs=N`` (parallel runs; default: CPU count). ``experiment=NAME`` names the group (default
-``multirun``, or the suite's name with ``suite=``); ``run_dir=ROOT`` replaces ``runs/<experiment>`` as the parent directory.
+``multirun``, or the suite's name with ``suite=``); ``run_dir=ROOT`` replaces ``runs/<experiment>`` as the parent
+directory.
 """
 
 from __future__ import annotations

@@ -6,9 +6,10 @@ are written at episode ends and hold everything needed to continue as if never s
 optimizers, the replay buffer (finished episodes are on disk; the checkpoint records how many belong to it),
 RNG states and counters. Rerunning the same command resumes from the last checkpoint.
 
-Batched envs: ``ssrl train env=dmc/cheetah-run agent=sac obs=state num_envs=32 device=cpu`` (``device=cuda num_envs=1024`` on
-a GPU). ``num_envs`` envs step together (``ssrl.envs.make_batched``); every vector step stores one transition per
-env in a :class:`~ssrl.data.DeviceReplay` on the training device, and the agent acts on the whole batch.
+Batched envs: ``ssrl train env=dmc/cheetah-run agent=sac obs=state num_envs=32 device=cpu``
+(``device=cuda num_envs=1024`` on a GPU). ``num_envs`` envs step together (``ssrl.envs.make_batched``); every
+vector step stores one transition per env in a :class:`~ssrl.data.DeviceReplay` on the training device, and the
+agent acts on the whole batch.
 
 - On CPU, ``threads=0`` gives torch one thread (as for PPO): the physics pool (``env_threads``) owns the cores;
   two torch threads made a state SAC update 30x slower on a busy 2-core machine.
@@ -271,11 +272,11 @@ def load_run(run_dir: Path, device: str = "auto", render_size: int | None = None
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: is {run_dir} an ssrl run directory?")
     cfg = config_lib.load(cfg_path)
+    state = read_checkpoint(run_dir, cfg)
     env = make_env(cfg, render_size)
     agent = make_agent(cfg, env.observation_space, env.action_space, resolve_device(device))
     try:
-        state = torch.load(ckpt_path, map_location=agent.device, weights_only=True)
         agent.restore(state["agent"])
-    except Exception as e:
-        raise CheckpointError(f"checkpoint {ckpt_path} is unreadable or does not match {cfg_path} ({e})") from None
+    except (KeyError, RuntimeError) as e:  # the weights do not fit the network the config builds
+        raise CheckpointError(f"checkpoint {ckpt_path} does not match {cfg_path} ({e})") from None
     return cfg, agent, env

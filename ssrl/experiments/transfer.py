@@ -141,7 +141,8 @@ def demonstrations(cfg: TransferConfig, task: str, n: int) -> Path:
 class BCPolicy(nn.Module):
     """Backbone features (+ proprioception) -> MLP -> tanh action; ``augment`` applies to training batches."""
 
-    def __init__(self, backbone: Backbone, augment: Augment, proprio_dim: int, action_dim: int, hidden_dim: int) -> None:
+    def __init__(self, backbone: Backbone, augment: Augment, proprio_dim: int, action_dim: int,
+                 hidden_dim: int) -> None:
         super().__init__()
         self.backbone, self.augment, self.proprio_dim = backbone, augment, proprio_dim
         self.head = nn.Sequential(mlp(backbone.features_dim + proprio_dim, hidden_dim, action_dim), nn.Tanh())
@@ -273,10 +274,12 @@ def run(cfg: TransferConfig) -> list[dict[str, Any]]:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| backbone | task | demos | success (rollouts) | 95% CI | BC loss first -> last |", "|---|---|---|---|---|---|"]
+    lines = ["| backbone | task | demos | success (rollouts) | 95% CI | BC loss first -> last |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['backbone']} | {r['task']} | {r['demos']} | {r['success_rate']:.2f} ({r['rollouts']}) | "
-                     f"[{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] | {r['bc_loss_first']:.4f} -> {r['bc_loss_last']:.4f} |")
+                     f"[{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] | "
+                     f"{r['bc_loss_first']:.4f} -> {r['bc_loss_last']:.4f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -210,7 +210,8 @@ def load_backbone(path: str | Path, *, frame_stack: int = 1, size: int = 224) ->
     if not isinstance(card, dict) or card.get("format") != FORMAT:
         raise BackboneError(f"{card_path} is not an {FORMAT} card")
     if card.get("format_version") != FORMAT_VERSION:
-        raise BackboneError(f"{card_path}: format_version {card.get('format_version')!r}; this ssrl reads {FORMAT_VERSION}")
+        version = card.get("format_version")
+        raise BackboneError(f"{card_path}: format_version {version!r}; this ssrl reads {FORMAT_VERSION}")
     try:
         from safetensors import safe_open
         from safetensors.torch import load_file

@@ -69,7 +69,8 @@ def compile_or_eager(module: nn.Module, name: str) -> None:
             return compiled(*args, **kwargs)
         except Exception as e:  # any compiler failure: the eager module computes the same thing
             module._compiled_call_impl = None
-            warnings.warn(f"torch.compile of {name} failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+            first_line = str(e).splitlines()[0] if str(e) else ""
+            warnings.warn(f"torch.compile of {name} failed ({type(e).__name__}: {first_line}); "
                           f"running it eagerly (speed.compile=false silences this)", RuntimeWarning, stacklevel=2)
             return module._call_impl(*args, **kwargs)
 

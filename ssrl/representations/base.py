@@ -10,10 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssrl.config import ObjectiveConfig, RepresentationConfig
 from ssrl.errors import ConfigError
 from ssrl.nn.utils import soft_update
 
 Obs = torch.Tensor | dict[str, torch.Tensor]
+Loss = tuple[torch.Tensor, dict[str, torch.Tensor]]  # (loss, detached metrics)
 
 
 class Representation(nn.Module):
@@ -21,7 +23,7 @@ class Representation(nn.Module):
 
     Subclasses set ``sequence_length`` (0: train on the agent's transition batch; K > 0: on replay sequences
     of K steps with actions and rewards) and ``trains_encoder`` (whether the loss's gradients reach the
-    shared encoder; modules read it from ``cfg.trains_encoder`` when their config has it). The agent owns the
+    shared encoder; read from ``cfg.trains_encoder`` when the config is an ``ObjectiveConfig``). The agent owns the
     encoder and the optimizer: the optimizer steps :meth:`trainable_parameters` (this module's parameters, plus
     the encoder's when ``trains_encoder`` is true) on ``weight * loss`` in :meth:`step`, which then moves the EMA
     targets.
@@ -39,12 +41,14 @@ class Representation(nn.Module):
     trains_encoder: bool = True
     adds_intrinsic_reward: bool = False  # True: the agent adds :meth:`intrinsic_reward` to its batch rewards
 
-    def __init__(self, encoder: nn.Module, obs_space: gym.Space, action_space: gym.spaces.Box, cfg: Any) -> None:
+    def __init__(self, encoder: nn.Module, obs_space: gym.Space, action_space: gym.spaces.Box,
+                 cfg: RepresentationConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.trains_encoder = bool(getattr(cfg, "trains_encoder", type(self).trains_encoder))
+        if isinstance(cfg, ObjectiveConfig):
+            self.trains_encoder = cfg.trains_encoder
 
-    def loss(self, batch: dict[str, Any], encoder: nn.Module, augment: nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, batch: dict[str, Any], encoder: nn.Module, augment: nn.Module) -> Loss:
         """Return ``(loss, metrics)`` for a batch of uint8 observations (the module augments them itself)."""
         raise NotImplementedError
 

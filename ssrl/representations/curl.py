@@ -16,20 +16,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssrl.config import CURLConfig
 from ssrl.nn.utils import frozen_copy
-from ssrl.representations.base import Representation, check, health
+from ssrl.representations.base import Loss, Representation, check, health
 
 
 class CURL(Representation):
     sequence_length = 0
 
-    def __init__(self, encoder: nn.Module, obs_space: gym.Space, action_space: gym.spaces.Box, cfg: Any) -> None:
+    def __init__(self, encoder: nn.Module, obs_space: gym.Space, action_space: gym.spaces.Box,
+                 cfg: CURLConfig) -> None:
         super().__init__(encoder, obs_space, action_space, cfg)
         check(0.0 < cfg.tau <= 1.0, "tau", cfg.tau, "must be in (0, 1]")
         self.key_encoder = frozen_copy(encoder)
         self.W = nn.Parameter(torch.rand(encoder.features_dim, encoder.features_dim))
 
-    def loss(self, batch: dict[str, Any], encoder: nn.Module, augment: nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, batch: dict[str, Any], encoder: nn.Module, augment: nn.Module) -> Loss:
         obs = batch["obs"]
         query = encoder(augment(obs))
         with torch.no_grad():

@@ -19,9 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ssrl.config import MaskedConfig
 from ssrl.nn.encoders import is_image_space
 from ssrl.nn.utils import frozen_copy, mlp
 from ssrl.representations.base import (
+    Loss,
     Obs,
     Representation,
     batch_size,
@@ -32,7 +34,8 @@ from ssrl.representations.base import (
 )
 
 
-def cube_mask(shape: tuple[int, ...], ratio: float, cube_time: int, cube_size: int, device: torch.device) -> torch.Tensor:
+def cube_mask(shape: tuple[int, ...], ratio: float, cube_time: int, cube_size: int,
+              device: torch.device) -> torch.Tensor:
     """A boolean ``(B, T, H, W)`` mask (True = masked) made of ``cube_time x cube_size x cube_size`` cubes."""
     b, t, h, w = shape
     grid = torch.rand(b, -(-t // cube_time), -(-h // cube_size), -(-w // cube_size), device=device) < ratio
@@ -41,7 +44,8 @@ def cube_mask(shape: tuple[int, ...], ratio: float, cube_time: int, cube_size: i
 
 
 class Masked(Representation):
-    def __init__(self, encoder: nn.Module, obs_space: gym.Space, action_space: gym.spaces.Box, cfg: Any) -> None:
+    def __init__(self, encoder: nn.Module, obs_space: gym.Space, action_space: gym.spaces.Box,
+                 cfg: MaskedConfig) -> None:
         super().__init__(encoder, obs_space, action_space, cfg)
         check(cfg.k >= 1, "k", cfg.k, "must be >= 1")
         check(0.0 < cfg.mask_ratio < 1.0, "mask_ratio", cfg.mask_ratio, "must be in (0, 1)")
@@ -90,7 +94,7 @@ class Masked(Representation):
             masks[key] = m
         return masked, masks
 
-    def loss(self, batch: dict[str, Any], encoder: nn.Module, augment: nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, batch: dict[str, Any], encoder: nn.Module, augment: nn.Module) -> Loss:
         obs, actions = self._split(batch["obs"]), batch["action"]  # (B, T=k+1, ...), (B, k, A)
         b = batch_size(obs)
         masked, masks = self.mask(obs)

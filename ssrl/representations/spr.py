@@ -24,9 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssrl.config import SPRConfig
 from ssrl.nn.heads import LatentTransition, project, projector
 from ssrl.nn.utils import frozen_copy, mlp, orthogonal_init
 from ssrl.representations.base import (
+    Loss,
     Representation,
     check,
     cosine_loss,
@@ -37,7 +39,8 @@ from ssrl.representations.base import (
 
 
 class SPR(Representation):
-    def __init__(self, encoder: nn.Module, obs_space: gym.Space, action_space: gym.spaces.Box, cfg: Any) -> None:
+    def __init__(self, encoder: nn.Module, obs_space: gym.Space, action_space: gym.spaces.Box,
+                 cfg: SPRConfig) -> None:
         super().__init__(encoder, obs_space, action_space, cfg)
         check(cfg.k >= 1, "k", cfg.k, "must be >= 1")
         check(0.0 < cfg.tau <= 1.0, "tau", cfg.tau, "must be in (0, 1]")
@@ -52,7 +55,7 @@ class SPR(Representation):
         self.target_encoder = frozen_copy(encoder)
         self.target_projection = frozen_copy(self.projection)
 
-    def loss(self, batch: dict[str, Any], encoder: nn.Module, augment: nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, batch: dict[str, Any], encoder: nn.Module, augment: nn.Module) -> Loss:
         obs, actions = batch["obs"], batch["action"]  # (B, K+1, ...), (B, K, A)
         z0 = encoder(augment(take(obs, 0)))
         z, latents = z0, []

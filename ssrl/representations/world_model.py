@@ -18,9 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssrl.config import WorldModelConfig
 from ssrl.nn.heads import LatentTransition, ObservationDecoder
 from ssrl.nn.utils import frozen_copy, mlp, orthogonal_init
 from ssrl.representations.base import (
+    Loss,
     Obs,
     Representation,
     check,
@@ -31,7 +33,8 @@ from ssrl.representations.base import (
 
 
 class WorldModel(Representation):
-    def __init__(self, encoder: nn.Module, obs_space: gym.Space, action_space: gym.spaces.Box, cfg: Any) -> None:
+    def __init__(self, encoder: nn.Module, obs_space: gym.Space, action_space: gym.spaces.Box,
+                 cfg: WorldModelConfig) -> None:
         super().__init__(encoder, obs_space, action_space, cfg)
         check(cfg.k >= 1, "k", cfg.k, "must be >= 1")
         check(0.0 < cfg.rho <= 1.0, "rho", cfg.rho, "must be in (0, 1]")
@@ -45,11 +48,12 @@ class WorldModel(Representation):
         dim, action_dim = encoder.features_dim, int(np.prod(action_space.shape))
         self.dynamics = LatentTransition(dim, action_dim, cfg.hidden_dim)
         self.reward = mlp(dim + action_dim, cfg.hidden_dim, 1, depth=1)
-        self.decoder = ObservationDecoder(obs_space, dim, cfg.decoder_size, cfg.hidden_dim) if cfg.decoder_coef > 0 else None
+        self.decoder = (ObservationDecoder(obs_space, dim, cfg.decoder_size, cfg.hidden_dim)
+                        if cfg.decoder_coef > 0 else None)
         self.apply(orthogonal_init)
         self.target_encoder = frozen_copy(encoder)
 
-    def loss(self, batch: dict[str, Any], encoder: nn.Module, augment: nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, batch: dict[str, Any], encoder: nn.Module, augment: nn.Module) -> Loss:
         obs, actions, rewards = batch["obs"], batch["action"], batch["reward"]  # (B, K+1, ...), (B, K, A), (B, K)
         view = augment(take(obs, 0))
         z0 = encoder(view)
@@ -86,7 +90,8 @@ class WorldModel(Representation):
     def intrinsic_reward(self, batch: dict[str, Any], augment: nn.Module) -> torch.Tensor | None:
         if not self.adds_intrinsic_reward:
             return None
-        return self.cfg.intrinsic_coef * self.prediction_error(batch["obs"], batch["action"], batch["next_obs"], augment)
+        error = self.prediction_error(batch["obs"], batch["action"], batch["next_obs"], augment)
+        return self.cfg.intrinsic_coef * error
 
     def ema_pairs(self, encoder: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.target_encoder, encoder)]

@@ -16,8 +16,8 @@ CHECKPOINT = "checkpoint.pt"
 
 # Keys a resumed run may change; any other difference from the stored config is an error.
 RESUMABLE_KEYS = {"frames", "eval_every", "eval_episodes", "checkpoint_every", "wandb", "wandb_project",
-                  "wandb_mode", "progress", "device", "threads", "env_threads", "render_workers", "run_dir", "experiment",
-                  "speed.channels_last", "speed.compile", "speed.prefetch"}
+                  "wandb_mode", "progress", "device", "threads", "env_threads", "render_workers", "run_dir",
+                  "experiment", "speed.channels_last", "speed.compile", "speed.prefetch"}
 PRETRAIN_RESUMABLE_KEYS = {"progress", "device", "threads", "log_every", "checkpoint_every"}
 
 
