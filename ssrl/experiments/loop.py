@@ -24,10 +24,8 @@ from ssrl.runtime.progress import console, progress_bar
 
 @dataclass
 class Counters:
-    """Progress of a run, saved in its checkpoint (subclasses add their own counts)."""
+    """The loop's schedule, saved in the run's checkpoint; subclasses add what counts their progress."""
 
-    step: int = 0
-    episode: int = 0
     evals: int = 0
     next_eval: int = 0
     next_checkpoint: int = 0
@@ -71,7 +69,7 @@ class Run:
 
     def counter_columns(self) -> dict[str, int]:
         """The counters an eval row records besides the frame."""
-        return {"step": self.counters.step, "episode": self.counters.episode}
+        return {}
 
     def checkpoint_state(self) -> dict[str, Any]:
         """Everything ``checkpoint.pt`` holds to continue exactly."""

@@ -57,7 +57,24 @@ from ssrl.runtime.progress import console
 from ssrl.runtime.seeding import episode_seed, resolve_device, restore_rng, rng_state, start_process
 
 
-class Trainer(Run):
+@dataclass
+class OffPolicyCounters(Counters):
+    """``step`` counts agent steps (vector steps on batched envs), ``episode`` finished episodes."""
+
+    step: int = 0
+    episode: int = 0
+
+
+class OffPolicyRun(Run):
+    """What the single-env and the batched off-policy runs share."""
+
+    counters: OffPolicyCounters
+
+    def counter_columns(self) -> dict[str, int]:
+        return {"step": self.counters.step, "episode": self.counters.episode}
+
+
+class Trainer(OffPolicyRun):
     """Holds one run. ``Trainer(cfg).train()`` trains, or resumes if ``run_dir`` has a checkpoint."""
 
     def __init__(self, cfg: TrainConfig) -> None:
@@ -79,7 +96,7 @@ class Trainer(Run):
                                    n_step=cfg.agent.n_step, gamma=cfg.agent.discount,
                                    directory=self.run_dir / "replay", seed=cfg.seed)
         self.agent = make_agent(cfg, space, self.env.action_space, self.device)
-        self.counters = Counters()
+        self.counters = OffPolicyCounters()
         self._restore(stored)
         meta.start(self.run_dir, config_lib.to_dict(cfg), self.frame)
         self.logger = start_logging(cfg, self.run_dir, {"train": self.counters.episode, "eval": self.counters.evals})
@@ -95,7 +112,7 @@ class Trainer(Run):
             return
         self.agent.restore(state["agent"])
         self.replay.load_state_dict(state["replay"])
-        self.counters = Counters(**state["counters"])
+        self.counters = OffPolicyCounters(**state["counters"])
         restore_rng(state["rng"], self.rng)
         console.print(f"[bold]resumed[/] {self.run_dir} at frame {self.frame:,} ({len(self.replay):,} transitions)")
 
@@ -143,7 +160,7 @@ class Trainer(Run):
 
 
 @dataclass
-class BatchedCounters(Counters):
+class BatchedCounters(OffPolicyCounters):
     """``step`` counts vector steps, ``episode`` finished episodes over all envs; ``rows`` train rows logged,
     ``credit`` the fractional update carried to the next vector step."""
 
@@ -161,7 +178,7 @@ def check_batched(cfg: TrainConfig) -> None:
                           "(num_envs=1 runs pixels+state as one env)")
 
 
-class BatchedTrainer(Run):
+class BatchedTrainer(OffPolicyRun):
     """Holds one run on batched envs. ``BatchedTrainer(cfg).train()`` trains, or resumes from ``run_dir``."""
 
     def __init__(self, cfg: TrainConfig) -> None:
@@ -214,7 +231,7 @@ class BatchedTrainer(Run):
                 "counters": asdict(self.counters), "rng": rng_state()}
 
     def describe(self) -> str:
-        return (f"{Run.describe(self)} num_envs={self.num_envs} updates/step={self.updates_per_step:g}\n"
+        return (f"{super().describe()} num_envs={self.num_envs} updates/step={self.updates_per_step:g}\n"
                 f"{self.replay.memory_estimate()}")
 
     def run_unit(self, progress: Any = None, bar: Any = None) -> dict[str, Any]:

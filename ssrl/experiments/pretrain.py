@@ -97,9 +97,14 @@ def pretrain_step(module: Representation, encoder: nn.Module, augment: nn.Module
     return {key.removeprefix("repr_"): float(value) for key, value in metrics.items()}
 
 
+@dataclass
+class PretrainCounters(Counters):
+    step: int = 0  # gradient steps
+
+
 class Pretrainer(Run):
     """Holds one pretraining run; ``run()`` trains (or resumes) and writes the backbone. A unit is
-    ``log_every`` steps (one row of ``pretrain.csv``); ``counters.step`` counts gradient steps."""
+    ``log_every`` steps (one row of ``pretrain.csv``)."""
 
     namespace, rate_key, unit, evaluates = "pretrain", "steps_per_s", "steps", False
 
@@ -119,7 +124,7 @@ class Pretrainer(Run):
         params = self.module.trainable_parameters(self.encoder)  # trains_encoder is true here
         self.opt = torch.optim.AdamW(params, lr=cfg.representation.lr, weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg.warmup, cfg.steps))
-        self.counters = Counters(next_checkpoint=cfg.checkpoint_every)
+        self.counters = PretrainCounters(next_checkpoint=cfg.checkpoint_every)
         stored = read_checkpoint(self.out, cfg)
         self.out.mkdir(parents=True, exist_ok=True)
         if stored is not None:
@@ -149,7 +154,7 @@ class Pretrainer(Run):
         self.data.load_state_dict(state["data"])
         torch.set_rng_state(state["torch_rng"])
         every = self.cfg.checkpoint_every
-        self.counters = Counters(step=state["step"], elapsed=state["elapsed"],
+        self.counters = PretrainCounters(step=state["step"], elapsed=state["elapsed"],
                                          next_checkpoint=(state["step"] // every + 1) * every)
         console.print(f"[bold]resumed[/] {self.out} at step {self.step:,}")
 
