@@ -8,7 +8,9 @@ of work, their evaluation (if any), what their checkpoint holds and their header
 
 from __future__ import annotations
 
+import abc
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ class Counters:
     elapsed: float = 0.0
 
 
-class Run:
+class Run(abc.ABC):
     """A run in ``run_dir`` whose progress is :attr:`frame` (env frames; pretraining: gradient steps) out of
     :attr:`budget`. Subclasses set ``cfg``, ``counters``, ``logger`` and ``run_dir`` and define ``run_unit``,
     ``checkpoint_state`` and, if they evaluate, ``eval_returns``."""
@@ -47,8 +49,9 @@ class Run:
     evaluates = True  # evaluate every cfg.eval_every frames and at the end
 
     @property
+    @abc.abstractmethod
     def frame(self) -> int:
-        raise NotImplementedError
+        """Progress so far, in :attr:`unit`."""
 
     @property
     def budget(self) -> int:
@@ -59,31 +62,33 @@ class Run:
         cfg = self.cfg
         return f"[bold]ssrl train[/] {cfg.env} agent={cfg.agent.name} representation={cfg.representation.name}"
 
+    @abc.abstractmethod
     def run_unit(self, progress: Progress, bar: Any) -> dict[str, Any]:
         """Train one unit; return its row (the loop adds the throughput and the wall time)."""
-        raise NotImplementedError
 
     def eval_returns(self) -> list[float]:
-        """Returns of this evaluation's deterministic-policy episodes."""
+        """Returns of this evaluation's deterministic-policy episodes (runs that evaluate define it)."""
         raise NotImplementedError
 
     def counter_columns(self) -> dict[str, int]:
         """The counters an eval row records besides the frame."""
         return {}
 
+    @abc.abstractmethod
     def checkpoint_state(self) -> dict[str, Any]:
         """Everything ``checkpoint.pt`` holds to continue exactly."""
-        raise NotImplementedError
 
     def status(self, row: dict[str, Any]) -> str:
         """The progress bar's note on the last row."""
         return f"reward {row.get('episode_reward', float('nan')):.1f}"
 
     def report(self, row: dict[str, Any], progress: Progress) -> None:
-        """Called after each logged row (e.g. to print it)."""
+        """Called after each logged row (e.g. to print it); nothing by default."""
+        return None
 
     def finish(self) -> None:
-        """Called once the budget is reached (e.g. to write an artefact or close envs)."""
+        """Called once the budget is reached (e.g. to write an artefact or close envs); nothing by default."""
+        return None
 
     # -------------------------------------------------------------------------------------------- loop
     def run_eval(self) -> dict[str, float]:
@@ -100,7 +105,7 @@ class Run:
     def save_checkpoint(self) -> None:
         write_checkpoint(self.run_dir, self.checkpoint_state())
 
-    def _eval(self, print_line: Any) -> dict[str, float]:
+    def _eval(self, print_line: Callable[[str], None]) -> dict[str, float]:
         row = self.run_eval()
         print_line(f"eval  frame {self.frame:>9,}  reward {row['episode_reward']:8.1f}")
         return row
