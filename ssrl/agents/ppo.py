@@ -27,6 +27,7 @@ from torch import nn
 
 from ssrl.agents.base import Agent
 from ssrl.config import EncoderConfig, PPOConfig, RepresentationConfig, TrainConfig
+from ssrl.data import Batch, SequenceBatch
 from ssrl.nn.augment import Augment
 from ssrl.nn.encoders import make_encoder
 from ssrl.nn.utils import adam, mlp
@@ -146,6 +147,7 @@ class PPO(Agent):
         if self.representation is not None:  # what the representation batches need besides the above
             self.next_obs = torch.zeros(t, n, *obs_dim, device=device)  # obs[t+1], or the final obs at episode ends
             self.env_rewards = torch.zeros(t, n, device=device)  # unscaled, no bootstrap
+            self.terminated = torch.zeros(t, n, dtype=torch.bool, device=device)
 
     @torch.no_grad()
     def collect(self, obs: torch.Tensor) -> tuple[torch.Tensor, list[tuple[float, float]]]:
@@ -161,7 +163,7 @@ class PPO(Agent):
             obs, reward, terminated, truncated, info = self.env.step(action.clamp(-1, 1))
             reward, terminated, truncated = (x.to(self.device) for x in (reward, terminated, truncated))
             if self.representation is not None:
-                self.env_rewards[t], self.next_obs[t] = reward, obs.to(self.device)
+                self.env_rewards[t], self.next_obs[t], self.terminated[t] = reward, obs.to(self.device), terminated
                 if "final_obs" in info:
                     ended = (terminated | truncated)[:, None]
                     self.next_obs[t] = torch.where(ended, info["final_obs"].to(self.device), self.next_obs[t])
@@ -254,18 +256,19 @@ class PPO(Agent):
                 "approx_kl": approx_kl.item(), "clip_fraction": clip_fraction.item()}  # fmt: skip
 
     @torch.no_grad()
-    def representation_batch(self, size: int) -> dict[str, torch.Tensor]:
-        """`size` draws (with replacement) from the rollout, in the format of `ReplayBuffer.sample` (obs,
-        action, reward, next_obs: (B, ...)) or, for a module with `sequence_length` K, of
-        `ReplayBuffer.sample_sequences` (obs (B, K+1, ...), action (B, K, A), reward (B, K)) with each sequence
-        inside one episode. Observations are normalised as the encoders see them; rewards are the env's."""
+    def representation_batch(self, size: int) -> Batch | SequenceBatch:
+        """`size` draws (with replacement) from the rollout as the replay contract's batches
+        (`ssrl.data.protocol`): one-step `Batch`es, or for a module with `sequence_length` K `SequenceBatch`es
+        that lie inside one episode. Observations are normalised as the encoders see them; rewards are the env's."""
         assert self.representation is not None
         k, steps = self.representation.sequence_length, self.cfg.num_steps
         if k == 0:
             flat = torch.randint(0, steps * self.num_envs, (size,), device=self.device)
             t, env = flat // self.num_envs, flat % self.num_envs
+            discount = torch.where(self.terminated[t, env], 0.0, self.cfg.gamma)
             return {"obs": self.model.prepare(self.obs[t, env]), "action": self.actions[t, env],
-                    "reward": self.env_rewards[t, env], "next_obs": self.model.prepare(self.next_obs[t, env])}
+                    "reward": self.env_rewards[t, env], "discount": discount,
+                    "next_obs": self.model.prepare(self.next_obs[t, env])}
         # Start t is valid when no episode ends before the last step t+k-1 (that one may end: next_obs has it).
         ends = self.dones[: steps - 1].cumsum(0)
         ends = torch.cat([torch.zeros_like(ends[:1]), ends])  # ends[t]: episode ends among steps < t
@@ -275,7 +278,7 @@ class PPO(Agent):
         window = t[:, None] + torch.arange(k, device=self.device)  # (B, K)
         obs = torch.cat([self.obs[t, env][:, None], self.next_obs[window, env[:, None]]], dim=1)
         return {"obs": self.model.prepare(obs), "action": self.actions[window, env[:, None]],
-                "reward": self.env_rewards[window, env[:, None]]}
+                "reward": self.env_rewards[window, env[:, None]], "terminated": self.terminated[window, env[:, None]]}
 
     def update_representation(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One step of the self-supervised loss; trains its module and, if `trains_encoder`, the critic's
