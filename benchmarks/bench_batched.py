@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import platform
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -76,9 +77,10 @@ def mj_step_loop(task: str, envs: int, seconds: float) -> float:
 
 
 def ppo_frames_per_second(task: str, envs: int, frames: int) -> float:
-    cfg = parse_overrides(["agent=ppo", "obs=state", f"env={task}", f"num_envs={envs}", f"frames={frames}", "device=cpu",
-                               "run_dir=/tmp/ssrl_bench_ppo"])  # fmt: skip
-    return float(train_ppo(cfg, verbose=False)[-1]["fps"])
+    with tempfile.TemporaryDirectory() as run_dir:  # a fresh run (a finished one would resume with no updates)
+        cfg = parse_overrides(["agent=ppo", "obs=state", f"env={task}", f"num_envs={envs}", f"frames={frames}",
+                               "device=cpu", f"run_dir={run_dir}"])  # fmt: skip
+        return float(train_ppo(cfg, verbose=False)[-1]["fps"])
 
 
 def main() -> None:
