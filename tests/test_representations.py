@@ -201,6 +201,45 @@ def test_checkpoint_round_trip_restores_heads_targets_and_optimizer(module):
         assert all(torch.equal(x, y) for x, y in zip(ta.parameters(), tb.parameters()))
 
 
+@pytest.mark.parametrize("module", MODULES)
+def test_step_trains_the_encoder_it_is_given_and_its_targets_follow_that_one(module):
+    """The module keeps no encoder of its own: `step` trains the encoder passed in (not the agent's), and the EMA
+    target copy of the encoder moves towards it."""
+    agent = build(module, PIXELS, "representation.tau=0.1")
+    rep, other, replay = agent.representation, copy.deepcopy(agent.encoder), FixedReplay(PIXELS)
+    k = rep.sequence_length
+    batch = to_torch(replay.sample_sequences(B, k) if k else replay.batch, "cpu")
+    target = rep.key_encoder if module == "curl" else rep.target_encoder
+    agent_before, other_before = [p.clone() for p in agent.encoder.parameters()], [p.clone() for p in other.parameters()]
+    target_before = [p.clone() for p in target.parameters()]
+    rep.step(batch, other, agent.augment, torch.optim.SGD(rep.trainable_parameters(other), lr=0.1), 1.0)
+    assert all(torch.equal(a, b) for a, b in zip(agent_before, agent.encoder.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(other_before, other.parameters()))
+    for t0, t1, o1 in zip(target_before, target.parameters(), other.parameters()):
+        torch.testing.assert_close(t1, 0.9 * t0 + 0.1 * o1)
+
+
+# Layers of the modules' state_dicts in existing run directories' checkpoints (besides the encoder's EMA copy):
+# renaming one breaks their resume.
+STATE_LAYERS = {
+    "curl": "key_encoder W",
+    "spr": "target_encoder inverse.0 inverse.2 prediction projection.0 projection.1 projection.3 target_projection.0 "
+           "target_projection.1 target_projection.3 transition.net.0.0 transition.net.0.2 transition.net.1",
+    "world_model": "target_encoder decoder.heads.obs.deconv.1 decoder.heads.obs.deconv.3 decoder.heads.obs.fc "
+                   "dynamics.net.0.0 dynamics.net.0.2 dynamics.net.1 reward.0 reward.2",
+}
+
+
+@pytest.mark.parametrize("module", list(STATE_LAYERS))
+def test_state_dict_keys_are_those_of_existing_checkpoints(module):
+    agent = build(module, PIXELS, *[HEADS[module]] if module in HEADS else [])
+    copy_name, *layers = STATE_LAYERS[module].split()
+    encoder_keys = {f"{copy_name}.{k}" for k in agent.encoder.state_dict()}
+    keys = set(agent.representation.state_dict()) - encoder_keys
+    assert encoder_keys <= set(agent.representation.state_dict())
+    assert {key.rpartition(".")[0] or key for key in keys} == set(layers)
+
+
 # ------------------------------------------------------------------------------------------- end to end
 @pytest.mark.slow
 @pytest.mark.parametrize("agent", ["sac", "drqv2"])
