@@ -385,3 +385,17 @@ def test_to_torch() -> None:
     seq = to_torch(buf.sample_sequences(8, 3), torch.device("cpu"))
     assert seq["terminated"].dtype == torch.bool and seq["obs"]["pixels"].shape == (8, 4, 9, H, W)
     assert to_torch(np.zeros(3, np.float64), "cpu").dtype == torch.float32
+
+
+def test_a_gap_in_the_episode_files_is_an_error_that_deletes_nothing(tmp_path):
+    space = gym.spaces.Box(-1, 1, (2,), np.float32)
+    writer = ReplayBuffer(space, space, 100, frame_stack=1, directory=tmp_path)
+    for _ in range(3):
+        writer.add_first(np.zeros(2, np.float32))
+        writer.add(np.zeros(2, np.float32), 0.0, np.ones(2, np.float32), True, False)
+    second = sorted(tmp_path.glob("*.npz"))[1]
+    second.unlink()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(ValueError, match=r"missing .*\[1\]"):
+        ReplayBuffer(space, space, 100, frame_stack=1, directory=tmp_path).restore()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # episode 2's file is still there

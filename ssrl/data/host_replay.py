@@ -248,10 +248,10 @@ class ReplayBuffer:
             raise ValueError("restore() needs a directory")
         files = episodes.find(self.directory)
         n = len(files) if num_episodes is None else num_episodes
+        if missing := sorted(set(range(n)) - files.keys()):  # checked first: a gap deletes nothing
+            raise ValueError(f"episode files missing in {self.directory}: indices {missing[:10]}")
         for index in [i for i in files if i >= n]:
             files.pop(index)[0].unlink()
-        if missing := sorted(set(range(n)) - files.keys()):
-            raise ValueError(f"episode files missing in {self.directory}: indices {missing[:10]}")
         frames = np.array([files[i][1] + 1 for i in range(n)], np.int64)
         ends = np.cumsum(frames)
         self._clear()
