@@ -174,18 +174,23 @@ class OffPolicyAgent(nn.Module, Agent):
             next_obs = self.augment(batch["next_obs"])
         features = self.encoder(obs)
         metrics = self.update_critic(features, batch["action"], batch["reward"], batch["discount"], next_obs, frame)
-        if int(self.num_updates) % self.actor_update_every == 0:
+        if self.due(self.actor_update_every):
             metrics |= self.update_actor(features.detach(), frame)
         if self.representation is not None:
             metrics |= self.update_representation(batch, replay)
         if bonus is not None:
             metrics["intrinsic_reward"] = bonus.mean()
-        if int(self.num_updates) % self.target_update_every == 0:
+        if self.due(self.target_update_every):
             self.update_targets()
         self.num_updates += 1
         if self._prefetch is not None:
             self._prefetch.result()  # the caller may add to the replay once update() returns
         return metrics
+
+    def due(self, every: int) -> bool:
+        """Whether this update is one of every ``every`` (reading the counter only when it matters: on a GPU that
+        is a device sync)."""
+        return every == 1 or int(self.num_updates) % every == 0
 
     def target_value(self, next_features: torch.Tensor, frame: int) -> torch.Tensor:
         """Soft/deterministic value of the next state under the target critic (without the discount)."""
