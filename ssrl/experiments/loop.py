@@ -58,7 +58,7 @@ class Run(abc.ABC):
         return self.cfg.frames
 
     def describe(self) -> str:
-        """The run's header line(s)."""
+        """The run's header line (what runs; the loop adds where)."""
         cfg = self.cfg
         return f"[bold]ssrl train[/] {cfg.env} agent={cfg.agent.name} representation={cfg.representation.name}"
 
@@ -69,6 +69,10 @@ class Run(abc.ABC):
     def eval_returns(self) -> list[float]:
         """Returns of this evaluation's deterministic-policy episodes (runs that evaluate define it)."""
         raise NotImplementedError
+
+    def notes(self) -> list[str]:
+        """Lines printed under the header (e.g. the replay's memory estimate)."""
+        return []
 
     def counter_columns(self) -> dict[str, int]:
         """The counters an eval row records besides the frame."""
@@ -113,7 +117,7 @@ class Run(abc.ABC):
     def train(self) -> dict[str, float]:
         """Run until :attr:`budget` (the end of the unit that reaches it); return the last eval row."""
         c = self.counters
-        console.print(f"{self.describe()} -> {self.run_dir}")
+        console.print("\n".join([f"{self.describe()} -> {self.run_dir}", *self.notes()]))
         last_eval: dict[str, float] = {}
         session_start, session_frame = time.perf_counter(), self.frame
         start = session_start - c.elapsed

@@ -69,6 +69,10 @@ class OffPolicyRun(Run):
     """What the single-env and the batched off-policy runs share."""
 
     counters: OffPolicyCounters
+    replay: ReplayBuffer | DeviceReplay
+
+    def notes(self) -> list[str]:
+        return [self.replay.memory_estimate()]
 
     def counter_columns(self) -> dict[str, int]:
         return {"step": self.counters.step, "episode": self.counters.episode}
@@ -115,9 +119,6 @@ class Trainer(OffPolicyRun):
         self.counters = OffPolicyCounters(**state["counters"])
         restore_rng(state["rng"], self.rng)
         console.print(f"[bold]resumed[/] {self.run_dir} at frame {self.frame:,} ({len(self.replay):,} transitions)")
-
-    def describe(self) -> str:
-        return f"{super().describe()}\n{self.replay.memory_estimate()}"
 
     def checkpoint_state(self) -> dict[str, Any]:
         return {"config": config_lib.to_dict(self.cfg), "agent": self.agent.checkpoint(),
@@ -231,8 +232,7 @@ class BatchedTrainer(OffPolicyRun):
                 "counters": asdict(self.counters), "rng": rng_state()}
 
     def describe(self) -> str:
-        return (f"{super().describe()} num_envs={self.num_envs} updates/step={self.updates_per_step:g}\n"
-                f"{self.replay.memory_estimate()}")
+        return f"{super().describe()} num_envs={self.num_envs} updates/step={self.updates_per_step:g}"
 
     def run_unit(self, progress: Any = None, bar: Any = None) -> dict[str, Any]:
         """Act, store and update for ``chunk_steps`` vector steps (one episode length); return the train row."""
