@@ -1,11 +1,13 @@
 """The ``ssrl`` command line: one table of commands (:data:`COMMANDS`), each a handler ``f(args) -> exit code``
 taking ``key=value`` arguments (``sweep`` and ``report`` parse their own flags). Every expected failure is one
-line ``ssrl <command>: error: ...`` and exit code 2."""
+line ``ssrl <command>: error: ...`` and exit code 2, raised before any directory is created; ``--debug`` (or
+``SSRL_DEBUG=1``) shows the traceback instead. An unexpected exception (a bug) always shows its traceback."""
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from ssrl import config as config_lib
-from ssrl.errors import BackboneError, CheckpointError, ConfigError, DatasetError
+from ssrl.errors import BackboneError, CheckpointError, ConfigError, DatasetError, RunDirError
 
 USAGE = """ssrl <command> [key=value ...]
 
@@ -33,34 +35,39 @@ commands:
   pretrain  ssrl pretrain representation=curl data=DIR steps=10000 out=backbones/curl
   transfer  ssrl transfer backbone=PATH|scratch|random tasks=reach-v3 demos=10 seeds=3 rollouts=50 out=results/bc
 
+every command: --debug (or SSRL_DEBUG=1) shows the traceback of an error; train, ppo and pretrain take
+  --restart (restart=true): move an existing run in run_dir/out aside to <dir>.old-<time> and start over
+
 multirun: comma lists expand to a grid, run in parallel (jobs=N) and resumed when rerun:
   ssrl train env=dmc/cheetah-run,dmc/walker-walk representation=none seeds=5 jobs=2
   ssrl train suite=dmc100k seeds=5          (suites: dmc100k, dmc500k, dmc-hard)
 """
 VIDEO_SIZE = 256
-# What the commands print without a traceback (ImportError: an optional extra is missing; the message names it).
-USER_ERRORS = (ConfigError, FileNotFoundError, CheckpointError, FloatingPointError, DatasetError, BackboneError,
+# What the commands print as one line without a traceback: wrong input, a run dir that cannot be used, a diverged
+# run (FloatingPointError: DivergenceError), the filesystem (OSError: missing file, permission, disk full) and
+# a missing optional extra (ImportError; the message names it).
+USER_ERRORS = (ConfigError, CheckpointError, DatasetError, BackboneError, RunDirError, FloatingPointError, OSError,
                ImportError)
 
 
 # ------------------------------------------------------------------------------------------------ options
-def options(command: str, args: list[str], defaults: dict[str, str]) -> dict[str, str]:
+def options(args: list[str], defaults: dict[str, str]) -> dict[str, str]:
     """``key=value`` arguments checked against ``defaults`` (which also gives the default values)."""
     opts = dict(defaults)
     for arg in args:
         key, sep, value = arg.partition("=")
         if not sep or key not in defaults:
             expected = ", ".join(k + "=" for k in defaults)
-            raise ConfigError(f"ssrl {command}: unknown argument '{arg}'; expected {expected}")
+            raise ConfigError(f"unknown argument '{arg}'; expected {expected}")
         opts[key] = value
     return opts
 
 
-def _int(command: str, opts: dict[str, str], key: str) -> int:
+def _int(opts: dict[str, str], key: str) -> int:
     try:
         return int(float(opts[key]))
     except ValueError:
-        raise ConfigError(f"ssrl {command}: {key}={opts[key]!r} is not an integer") from None
+        raise ConfigError(f"{key}={opts[key]!r} is not an integer") from None
 
 
 def _bool(opts: dict[str, str], key: str) -> bool:
@@ -107,15 +114,18 @@ def evaluate(args: list[str]) -> int:
     from ssrl.experiments.onpolicy import is_ppo_run, load_policy
     from ssrl.runtime.evaluate import evaluate as run_episodes
 
-    opts = options("eval", args, {"run_dir": "", "episodes": "10", "video": "false", "device": "auto"})
+    opts = options(args, {"run_dir": "", "episodes": "10", "video": "false", "device": "auto"})
     if not opts["run_dir"]:
         raise ConfigError("ssrl eval needs run_dir=<path of a training run>")
+    episodes = _int(opts, "episodes")
+    if episodes < 1:
+        raise ConfigError(f"episodes={episodes}: must be at least 1")
     run_dir = Path(opts["run_dir"])
     want_video = opts["video"].lower() not in ("false", "0", "no", "")
     load = load_policy if is_ppo_run(run_dir) else load_run  # PPO: its policy in the run's single env
     cfg, agent, env = load(run_dir, opts["device"], render_size=VIDEO_SIZE if want_video else None)
     frames: list[np.ndarray] | None = [] if want_video else None
-    returns = run_episodes(agent, env, _int("eval", opts, "episodes"), cfg.seed + 10_000, 0, frames)
+    returns = run_episodes(agent, env, episodes, cfg.seed + 10_000, 0, frames)
     print(f"{cfg.env}: mean return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} episodes")
     if frames:
         path = Path(opts["video"]) if opts["video"].endswith(".mp4") else run_dir / "eval.mp4"
@@ -132,7 +142,7 @@ def show_config(args: list[str]) -> int:
 def tasks(args: list[str]) -> int:
     from ssrl.envs import list_tasks
 
-    options("tasks", args, {})
+    options(args, {})
     print("\n".join(list_tasks()))
     return 0
 
@@ -140,15 +150,15 @@ def tasks(args: list[str]) -> int:
 def collect(args: list[str]) -> int:
     from ssrl.experiments.collect import collect as run
 
-    opts = options("collect", args, {"env": "", "policy": "random", "frames": "10000", "out": "", "size": "84",
+    opts = options(args, {"env": "", "policy": "random", "frames": "10000", "out": "", "size": "84",
                                      "frame_stack": "3", "action_repeat": "0", "render": "fast", "seed": "0",
                                      "progress": "true"})
     if not opts["env"] and not opts["policy"].startswith("checkpoint:") or not opts["out"]:
         raise ConfigError("ssrl collect needs env=<id> (or policy=checkpoint:RUN_DIR) and out=<dir>")
-    _print(run(opts["env"], opts["policy"], _int("collect", opts, "frames"), opts["out"],
-               size=_int("collect", opts, "size"), frame_stack=_int("collect", opts, "frame_stack"),
-               action_repeat=_int("collect", opts, "action_repeat"), render=opts["render"],
-               seed=_int("collect", opts, "seed"), progress=_bool(opts, "progress")))
+    _print(run(opts["env"], opts["policy"], _int(opts, "frames"), opts["out"],
+               size=_int(opts, "size"), frame_stack=_int(opts, "frame_stack"),
+               action_repeat=_int(opts, "action_repeat"), render=opts["render"],
+               seed=_int(opts, "seed"), progress=_bool(opts, "progress")))
     return 0
 
 
@@ -160,7 +170,7 @@ def data(args: list[str]) -> int:
         _print(dataset.info(args[1]))
         return 0
     if args[:1] == ["export"]:
-        opts = options("data export", args[1:], {"run_dir": "", "out": ""})
+        opts = options(args[1:], {"run_dir": "", "out": ""})
         if not opts["run_dir"] or not opts["out"]:
             raise ConfigError("ssrl data export needs run_dir=<run> and out=<dir>")
         _print(export_run(opts["run_dir"], opts["out"]))
@@ -195,8 +205,17 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 OWN_PARSER = {"sweep", "report"}  # they print their own help and errors
 
 
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (what the boundary prints)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if not isinstance(error, OSError) or error.filename is None or str(error.filename) in text \
+        else f"{text}: {error.filename}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv or os.environ.get("SSRL_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE, end="")
         return 0 if argv else 2
@@ -204,15 +223,17 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"ssrl: error: unknown command '{command}'; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    if command in OWN_PARSER:
-        return COMMANDS[command](args)
-    if "-h" in args or "--help" in args:
-        print(USAGE, end="")
-        return 0
+    if command not in OWN_PARSER:
+        if "-h" in args or "--help" in args:
+            print(USAGE, end="")
+            return 0
+        args = ["restart=true" if a == "--restart" else a for a in args]
     try:
         return COMMANDS[command](args)
     except USER_ERRORS as e:
-        print(f"ssrl {command}: error: {e}", file=sys.stderr)
+        if debug:
+            raise
+        print(f"ssrl {command}: error: {one_line(e)}", file=sys.stderr)
         return 2
 
 

@@ -19,6 +19,16 @@ class BackboneError(ValueError):
     """A backbone file or card that is missing, malformed, tampered with or does not fit; the message says which."""
 
 
+class RunDirError(RuntimeError):
+    """A run directory that cannot be used as asked (a file, not writable, in use, or a run without its
+    checkpoint); the message says why and what to do. Raised before anything in it changes."""
+
+
+class DivergenceError(FloatingPointError):
+    """Training produced a non-finite (or exploded) loss or action; the message names it, the frame and the
+    last good checkpoint."""
+
+
 def require_extra(extra: str, *modules: str) -> None:
     """Raise ImportError naming the pip extra that installs ``modules`` when any of them is missing."""
     missing = [m for m in modules if importlib.util.find_spec(m) is None]

@@ -14,7 +14,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ssrl"
 # Bottom to top. A module's layer is its first-level name under ssrl/ (ssrl/config/schema.py -> "config").
-LAYERS = ["errors", "config", "envs", "nn", "data", "representations", "agents", "runtime", "experiments", "eval",
+LAYERS = ["errors", "files", "config", "envs", "nn", "data", "representations", "agents", "runtime", "experiments", "eval",
           "integrations", "cli"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 

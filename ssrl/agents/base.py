@@ -104,6 +104,7 @@ class OffPolicyAgent(nn.Module, Agent):
         self.speed = SpeedConfig(channels_last=False)
         self._sampler: ThreadPoolExecutor | None = None
         self._prefetch: Future | None = None
+        self._prefetch_from: tuple[Replay, Any] | None = None  # the replay and its stream's state before the draw
 
     @classmethod
     def from_config(cls, cfg: TrainConfig, obs_space: gym.Space, action_space: gym.spaces.Box,
@@ -159,8 +160,18 @@ class OffPolicyAgent(nn.Module, Agent):
         if self.speed.prefetch:
             if self._sampler is None:
                 self._sampler = ThreadPoolExecutor(1, thread_name_prefix="ssrl-prefetch")
+            self._prefetch_from = replay, replay.rng_state
             self._prefetch = self._sampler.submit(draw)
         return batch
+
+    def drop_prefetch(self) -> None:
+        """Discard the batch drawn ahead and rewind the replay's sampling stream to before it. Called when a
+        checkpoint is written, so the next update draws exactly what a run resumed from that checkpoint draws."""
+        if self._prefetch is not None:
+            self._prefetch.result()
+            replay, state = self._prefetch_from
+            replay.rng_state = state
+            self._prefetch = None
 
     def update(self, replay: Replay, frame: int) -> Metrics:
         """One gradient update from a replay batch; returns detached metric tensors."""

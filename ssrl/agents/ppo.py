@@ -94,7 +94,8 @@ class ActorCritic(nn.Module):
 
     def distribution(self, obs: torch.Tensor) -> torch.distributions.Normal:
         mean = self.actor(self.encoders[0](self.prepare(obs)))
-        return torch.distributions.Normal(mean, self.log_std.exp().expand_as(mean))
+        # No argument validation: a diverged update shows as NaN metrics, which the run's guard names.
+        return torch.distributions.Normal(mean, self.log_std.exp().expand_as(mean), validate_args=False)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:

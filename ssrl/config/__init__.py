@@ -27,6 +27,7 @@ from ssrl.config.schema import (
     Derived,
     DrQV2Config,
     EncoderConfig,
+    GuardConfig,
     MaskedConfig,
     ObjectiveConfig,
     OffPolicyConfig,
@@ -37,15 +38,15 @@ from ssrl.config.schema import (
     SPRConfig,
     TrainConfig,
     WorldModelConfig,
+    check_ranges,
     derive,
     validate,
 )
 from ssrl.errors import ConfigError
 
-__all__ = ["AGENTS", "apply_overrides", "CHOICES", "ConfigError", "CURLConfig", "derive", "Derived", "diff",
-           "diff_dicts", "DrQV2Config", "EncoderConfig", "from_dict", "GROUPS", "implementation", "load",
-           "MaskedConfig",
-           "ObjectiveConfig", "OffPolicyConfig", "parse_overrides", "PPO_REPRESENTATIONS", "PPOConfig",
-           "register_agent", "register_representation", "RepresentationConfig", "REPRESENTATIONS", "SACConfig",
-           "save", "SpeedConfig", "split_pairs", "SPRConfig", "to_dict", "TrainConfig", "validate",
-           "WorldModelConfig"]
+__all__ = ["AGENTS", "apply_overrides", "CHOICES", "check_ranges", "ConfigError", "CURLConfig", "derive", "Derived",
+           "diff", "diff_dicts", "DrQV2Config", "EncoderConfig", "from_dict", "GROUPS", "GuardConfig",
+           "implementation", "load", "MaskedConfig", "ObjectiveConfig", "OffPolicyConfig", "parse_overrides",
+           "PPO_REPRESENTATIONS", "PPOConfig", "register_agent", "register_representation", "RepresentationConfig",
+           "REPRESENTATIONS", "SACConfig", "save", "SpeedConfig", "split_pairs", "SPRConfig", "to_dict",
+           "TrainConfig", "validate", "WorldModelConfig"]

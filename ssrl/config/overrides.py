@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from ssrl import files
 from ssrl.config.registry import GROUPS
 from ssrl.config.schema import TrainConfig, validate
 from ssrl.errors import ConfigError
@@ -152,7 +153,7 @@ def from_dict(data: dict[str, Any]) -> TrainConfig:
 
 
 def save(cfg: TrainConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    files.write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def load(path: Path) -> TrainConfig:

@@ -7,6 +7,7 @@ see :mod:`ssrl.config.overrides`). :func:`validate` checks what types alone cann
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,15 @@ class SpeedConfig:
     prefetch: bool = False  # sample the next batch in a background thread while this update computes
 
 
+@dataclass
+class GuardConfig:
+    """Divergence checks (docs/safety.md): every update's metrics must be finite, every loss at most
+    ``max_abs_loss`` in magnitude, every action finite; the run stops naming the metric and frame."""
+
+    max_abs_loss: float = 1e10  # 0: no bound on finite losses
+    check_every: int = 100  # on a GPU, updates between checks (one device sync each); on CPU every update
+
+
 # ---------------------------------------------------------------------------------------------- top level
 @dataclass
 class TrainConfig:
@@ -207,10 +217,12 @@ class TrainConfig:
     wandb_project: str = "ssrl"
     wandb_mode: str = "online"  # "online", "offline" (no account needed) or "disabled"
     progress: bool = True
+    restart: bool = False  # move an existing run in run_dir aside (to <run_dir>.old-<time>) and start over
     agent: OffPolicyConfig | PPOConfig = field(default_factory=SACConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     representation: RepresentationConfig = field(default_factory=RepresentationConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
 
     def resolved_run_dir(self) -> Path:
         if self.run_dir:
@@ -229,9 +241,45 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 POSITIVE = {"size", "frame_stack", "frames", "eval_episodes", "replay_capacity", "eval_every", "checkpoint_every"}
 
+# The range of every option of that name in any group (agent, representation, encoder, guard, pretraining's):
+# (low, high, low included, high included).
+_INF = float("inf")
+_COUNT, _RATE, _FRACTION, _WEIGHT = (1, _INF, True, True), (0, _INF, False, True), (0, 1, True, False), \
+    (0, _INF, True, True)
+RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    **dict.fromkeys(("lr", "alpha_lr", "lr_scale", "init_temperature", "max_grad_norm", "clip"), _RATE),
+    **dict.fromkeys(("discount", "gamma", "critic_tau", "encoder_tau", "tau"), (0, 1, False, True)),
+    **dict.fromkeys(("gae_lambda", "rho", "alpha_beta"), (0, 1, True, True)),
+    **dict.fromkeys(("mask_ratio", "step_mask_ratio"), _FRACTION),
+    **dict.fromkeys(("weight", "inverse_coef", "consistency_coef", "reward_coef", "decoder_coef", "intrinsic_coef",
+                     "ent_coef", "vf_coef", "clip_value", "stddev_clip", "max_abs_loss", "weight_decay"),
+                    _WEIGHT),
+    **dict.fromkeys(("batch_size", "hidden_dim", "n_step", "update_every", "actor_update_every",
+                     "target_update_every", "num_steps", "epochs", "minibatches", "feature_dim", "num_filters",
+                     "num_layers", "state_hidden_dim", "k", "cube_size", "cube_time", "layers", "heads",
+                     "projection_dim", "decoder_size", "check_every"), _COUNT),
+}
+
+
+def check_ranges(obj: Any, prefix: str = "") -> None:
+    """Check every option of ``obj``'s groups (nested dataclasses) against :data:`RANGES`; a value outside its
+    range is a :class:`ConfigError` naming the dotted key."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, f"{prefix}{f.name}.")
+        elif f.name in RANGES and isinstance(value, (int, float)) and not isinstance(value, bool):
+            low, high, low_in, high_in = RANGES[f.name]
+            ok = (value >= low if low_in else value > low) and (value <= high if high_in else value < high)
+            if not ok or value != value:
+                span = (f"{'>=' if low_in else '>'} {low:g}" if high == _INF else
+                        f"in {'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}")
+                raise ConfigError(f"{prefix}{f.name}={value}: must be {span}")
+
 
 def validate(cfg: TrainConfig) -> None:
     """Check values that types alone cannot."""
+    check_ranges(cfg)
     for key, allowed in CHOICES.items():
         obj: Any = cfg
         for part in key.split("."):

@@ -71,15 +71,15 @@ class DeviceReplay:
         check_fits(self.nbytes, self.device, "replay_capacity", self.memory_estimate())
 
         T, N = self.capacity_steps, num_envs
-        self._obs = {key: self._empty((T, N, *shape), dtype) for key, (shape, dtype) in self._frame_shape.items()}
-        self._action = self._empty((T, N, *self.action_shape), torch.float32)
-        self._reward = self._empty((T, N), torch.float32)
+        self._obs = {key: self._zeros((T, N, *shape), dtype) for key, (shape, dtype) in self._frame_shape.items()}
+        self._action = self._zeros((T, N, *self.action_shape), torch.float32)
+        self._reward = self._zeros((T, N), torch.float32)
         self._done = torch.zeros((T, N), dtype=torch.bool, device=self.device)
         self._term = torch.zeros((T, N), dtype=torch.bool, device=self.device)
-        self._ep_step = self._empty((T, N), torch.int32)  # index of the step within its episode
+        self._ep_step = self._zeros((T, N), torch.int32)  # index of the step within its episode
         self._final_id = torch.zeros((T, N), dtype=torch.int64, device=self.device)  # where done: its final obs id
         # Side buffer of final observations, slot = id % size; grows when a slot is still referenced.
-        self._final = {key: self._empty((self._final_capacity, *shape), dtype)
+        self._final = {key: self._zeros((self._final_capacity, *shape), dtype)
                        for key, (shape, dtype) in self._frame_shape.items()}
         self._final_step = torch.full((self._final_capacity,), _NO_STEP, dtype=torch.int64, device=self.device)
         self._cur_ep_step = torch.zeros(N, dtype=torch.int32, device=self.device)
@@ -88,8 +88,9 @@ class DeviceReplay:
         self._gen = torch.Generator(self.device)
         self.seed(seed)
 
-    def _empty(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        return torch.empty(shape, dtype=dtype, device=self.device)
+    def _zeros(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """Zero-filled storage: the unwritten slots a checkpoint holds are the same in every run."""
+        return torch.zeros(shape, dtype=dtype, device=self.device)
 
     # ------------------------------------------------------------------ adding
     def add(self, obs: Obs, action: torch.Tensor, reward: torch.Tensor, terminated: torch.Tensor,
@@ -149,7 +150,7 @@ class DeviceReplay:
         old, size = self._final_capacity, 2 * self._final_capacity
         ids = torch.arange(max(0, self._num_finals - old), self._num_finals, device=self.device)
         for key, store in self._final.items():
-            grown = self._empty((size, *store.shape[1:]), store.dtype)
+            grown = self._zeros((size, *store.shape[1:]), store.dtype)
             grown[ids % size] = store[ids % old]
             self._final[key] = grown
         step = torch.full((size,), _NO_STEP, dtype=torch.int64, device=self.device)
@@ -307,6 +308,15 @@ class DeviceReplay:
             self._gen.seed()
         else:
             self._gen.manual_seed(seed)
+
+    @property
+    def rng_state(self) -> torch.Tensor:
+        """The sampling random stream's state (set it to continue a stream)."""
+        return self._gen.get_state()
+
+    @rng_state.setter
+    def rng_state(self, state: torch.Tensor) -> None:
+        self._gen.set_state(state)
 
     # ------------------------------------------------------------- persistence
     def state_dict(self) -> dict[str, Any]:

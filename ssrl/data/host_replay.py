@@ -12,6 +12,7 @@ import torch
 from ssrl.data import episodes
 from ssrl.data.nstep import nstep
 from ssrl.data.protocol import format_bytes, frame_layout
+from ssrl.errors import DatasetError
 
 Obs = np.ndarray | dict[str, np.ndarray]
 Batch = dict[str, Any]
@@ -57,9 +58,7 @@ class ReplayBuffer:
         self.capacity = capacity
         self.n_step = n_step
         self.gamma = gamma
-        self.directory = None if directory is None else Path(directory)
-        if self.directory is not None:
-            self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory = None if directory is None else Path(directory)  # created when the first episode is saved
         self._action = np.empty((capacity, *action_space.shape), np.float32)
         self._reward = np.empty(capacity, np.float32)
         # Episode table, slot = episode index % capacity (at most `capacity` episodes are stored).
@@ -246,10 +245,10 @@ class ReplayBuffer:
         """
         if self.directory is None:
             raise ValueError("restore() needs a directory")
-        files = episodes.find(self.directory)
+        files = episodes.find(self.directory) if self.directory.is_dir() else {}
         n = len(files) if num_episodes is None else num_episodes
         if missing := sorted(set(range(n)) - files.keys()):  # checked first: a gap deletes nothing
-            raise ValueError(f"episode files missing in {self.directory}: indices {missing[:10]}")
+            raise DatasetError(f"episode files missing in {self.directory}: indices {missing[:10]}")
         for index in [i for i in files if i >= n]:
             files.pop(index)[0].unlink()
         frames = np.array([files[i][1] + 1 for i in range(n)], np.int64)
@@ -277,6 +276,7 @@ class ReplayBuffer:
         start, last = int(self._ep_start[slot]), int(self._ep_last[slot])
         if start < self._oldest:
             raise ValueError(f"episode of {last - start + 1} steps exceeds capacity {self.capacity}; cannot save it")
+        self.directory.mkdir(parents=True, exist_ok=True)
         idx = np.arange(start, last + 1) % self.capacity
         arrays = {
             (f"obs/{key}" if self._dict_obs else key): f[idx] for key, f in self._frames.items()

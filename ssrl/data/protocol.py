@@ -51,6 +51,8 @@ class Replay(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
+    rng_state: Any  # the sampling stream's state: read it, and set it to go back to that point of the stream
+
 
 def frame_layout(obs_space: gym.Space, frame_stack: int) -> dict[str, tuple[int, tuple[int, ...], np.dtype]]:
     """Per observation key ("obs" for a Box): frames per stack (``frame_stack`` for uint8 (C, H, W) images, else

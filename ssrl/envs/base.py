@@ -17,6 +17,7 @@ class SingleEnv:
     The seed given to the constructor seeds the first reset that passes none."""
 
     frame_stack = 1  # one frame per observation unless a FrameStack wrapper says otherwise
+    max_episode_steps: float = float("inf")  # env steps (before action repeat) until an episode is truncated
     render_mode = "rgb_array"
 
     def _setup(self, model: Any, size: int, render_size: int, render: str, seed: int | None) -> None:

@@ -48,6 +48,7 @@ class DMCEnv(SingleEnv, gym.Env[NDArray[np.float32], NDArray[np.float32]]):
         self._camera = camera
         self._setup(physics.model, size, render_size, render, seed)
         self._cameras: dict[int, Any] = {}
+        self.max_episode_steps = float(getattr(self._env, "_step_limit", float("inf")))  # dm_control's time limit
         self.metadata = {**self.metadata, "render_fps": round(1 / self._env.control_timestep())}
 
         spec = self._env.action_spec()

@@ -17,6 +17,11 @@ class GymMujoco(SingleEnv, gym.Wrapper[NDArray[np.float32], NDArray[np.float32],
 
     `render()` gives `render_size` frames for videos; `render_pixels()` the agent's `size` view
     from the same camera, through a second gymnasium `MujocoRenderer`.
+
+    The free camera of tasks whose camera config names no `lookat` (Ant, InvertedPendulum, Pusher, ...) looks
+    at the model's centre (`model.stat.center`, fixed when the model compiles), not where Gymnasium aims it:
+    the median geom position at the first render, which depends on the first episode's seed. So a frame
+    depends only on the physics state.
     """
 
     def __init__(
@@ -35,11 +40,15 @@ class GymMujoco(SingleEnv, gym.Wrapper[NDArray[np.float32], NDArray[np.float32],
         env = gym.make(env_id, render_mode="rgb_array", width=render_size, height=render_size, **cameras)
         super().__init__(gym.wrappers.DtypeObservation(env, np.float32))
         base: Any = env.unwrapped
+        if env.spec is not None and env.spec.max_episode_steps:
+            self.max_episode_steps = float(env.spec.max_episode_steps)
         self._setup(base.model, size, render_size, render, seed)
         video = base.mujoco_renderer
-        self._pixels = MujocoRenderer(
-            base.model, base.data, video.default_cam_config, size, size, camera_id=video.camera_id
-        )
+        look = dict(video.default_cam_config or {})
+        if video.camera_id in (None, -1) and "lookat" not in look:
+            look["lookat"] = base.model.stat.center.copy()
+        video.default_cam_config = look  # read when the viewer is made, at the first render
+        self._pixels = MujocoRenderer(base.model, base.data, look, size, size, camera_id=video.camera_id)
 
     @property
     def spec(self) -> None:  # type: ignore[override]

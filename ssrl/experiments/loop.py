@@ -9,8 +9,9 @@ of work, their evaluation (if any), what their checkpoint holds and their header
 from __future__ import annotations
 
 import abc
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,10 @@ from typing import Any
 import numpy as np
 from rich.progress import Progress
 
-from ssrl.runtime import meta
-from ssrl.runtime.checkpoint import write_checkpoint
+from ssrl.errors import DivergenceError
+from ssrl.runtime import meta, rundir
+from ssrl.runtime.checkpoint import CHECKPOINT, write_checkpoint
+from ssrl.runtime.guard import Guard
 from ssrl.runtime.logger import Logger
 from ssrl.runtime.progress import console, progress_bar
 
@@ -37,7 +40,11 @@ class Counters:
 class Run(abc.ABC):
     """A run in ``run_dir`` whose progress is :attr:`frame` (env frames; pretraining: gradient steps) out of
     :attr:`budget`. Subclasses set ``cfg``, ``counters``, ``logger`` and ``run_dir`` and define ``run_unit``,
-    ``checkpoint_state`` and, if they evaluate, ``eval_returns``."""
+    ``checkpoint_state`` and, if they evaluate, ``eval_returns``.
+
+    A subclass's constructor checks everything it can (config, device, env, networks) before
+    :meth:`claim_run_dir` creates and locks ``run_dir``, builds or restores its state inside
+    :meth:`releasing_on_error`, and ends with :meth:`begin`."""
 
     cfg: Any  # a TrainConfig, or pretraining's config (checkpoint_every, progress and its own budget)
     counters: Counters
@@ -47,6 +54,9 @@ class Run(abc.ABC):
     rate_key = "fps"  # the row's throughput column (progress per second)
     unit = "frames"  # what frame and budget count
     evaluates = True  # evaluate every cfg.eval_every frames and at the end
+    guard: Guard | None = None  # checks every update's metrics (subclasses that update set it)
+    lock: rundir.Lock | None = None
+    checkpoint_frame: int | None = None  # the frame of the last checkpoint written or resumed from
 
     @property
     @abc.abstractmethod
@@ -94,6 +104,31 @@ class Run(abc.ABC):
         """Called once the budget is reached (e.g. to write an artefact or close envs); nothing by default."""
         return None
 
+    # -------------------------------------------------------------------------------------- run dir
+    def claim_run_dir(self, restart: bool, key: str = "run_dir") -> None:
+        """Create and lock ``run_dir`` (:func:`ssrl.runtime.rundir.claim`); call it once every check has passed."""
+        self.lock = rundir.claim(self.run_dir, restart, key)
+
+    @contextlib.contextmanager
+    def releasing_on_error(self) -> Iterator[None]:
+        """Release the run dir's lock if building the run fails after :meth:`claim_run_dir`."""
+        try:
+            yield
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+    def begin(self, fresh: bool) -> None:
+        """A fresh run writes its frame-0 checkpoint, so that a kill at any later point resumes instead of
+        leaving data without a checkpoint; a resumed one notes the frame it resumed from."""
+        if fresh:
+            self.save_checkpoint()
+        self.checkpoint_frame = self.frame
+
     # -------------------------------------------------------------------------------------------- loop
     def run_eval(self) -> dict[str, float]:
         """Evaluate, log the eval row and schedule the next evaluation."""
@@ -107,7 +142,11 @@ class Run(abc.ABC):
         return row
 
     def save_checkpoint(self) -> None:
+        """Write the checkpoint, once the guard has seen every update it holds (a diverged state is never saved)."""
+        if self.guard is not None:
+            self.guard.flush()
         write_checkpoint(self.run_dir, self.checkpoint_state())
+        self.checkpoint_frame = self.frame
 
     def _eval(self, print_line: Callable[[str], None]) -> dict[str, float]:
         row = self.run_eval()
@@ -115,7 +154,19 @@ class Run(abc.ABC):
         return row
 
     def train(self) -> dict[str, float]:
-        """Run until :attr:`budget` (the end of the unit that reaches it); return the last eval row."""
+        """Run until :attr:`budget` (the end of the unit that reaches it); return the last eval row. A divergence
+        stops the run naming its last good checkpoint; the run dir's lock is released however it ends."""
+        try:
+            return self._train()
+        except DivergenceError as e:
+            last = ("none was written" if self.checkpoint_frame is None else
+                    f"{self.run_dir / CHECKPOINT} at {self.unit[:-1]} {self.checkpoint_frame:,}")
+            raise DivergenceError(f"{e}. Last good checkpoint: {last}. Lower the learning rate, or rerun with "
+                                  "another seed (a resume repeats the same updates).") from None
+        finally:
+            self.release()
+
+    def _train(self) -> dict[str, float]:
         c = self.counters
         console.print("\n".join([f"{self.describe()} -> {self.run_dir}", *self.notes()]))
         last_eval: dict[str, float] = {}
@@ -136,6 +187,8 @@ class Run(abc.ABC):
                 if self.frame >= c.next_checkpoint or self.frame >= self.budget:
                     c.next_checkpoint = self.frame + self.cfg.checkpoint_every
                     self.save_checkpoint()
+        if self.guard is not None:
+            self.guard.flush()
         if self.evaluates and (c.evals == 0 or self.frame >= c.next_eval):
             last_eval = self._eval(console.print)
             self.save_checkpoint()

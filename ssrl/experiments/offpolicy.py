@@ -46,12 +46,13 @@ from ssrl.data import DeviceReplay, ReplayBuffer
 from ssrl.envs import default_action_repeat
 from ssrl.envs.batched import list_batched_tasks
 from ssrl.envs.batched.tasks import EPISODE_CONTROL_STEPS
-from ssrl.errors import CheckpointError, ConfigError
+from ssrl.errors import CheckpointError, ConfigError, DatasetError
 from ssrl.experiments.loop import Counters, Run
-from ssrl.runtime import meta
-from ssrl.runtime.checkpoint import CHECKPOINT, read_checkpoint
+from ssrl.runtime import meta, rundir
+from ssrl.runtime.checkpoint import CHECKPOINT, check_config_file, read_checkpoint
 from ssrl.runtime.environments import make_batched_env, make_env
 from ssrl.runtime.evaluate import evaluate, evaluate_batched
+from ssrl.runtime.guard import Guard
 from ssrl.runtime.logger import start_logging
 from ssrl.runtime.progress import console
 from ssrl.runtime.seeding import episode_seed, resolve_device, restore_rng, rng_state, start_process
@@ -88,22 +89,33 @@ class Trainer(OffPolicyRun):
         except ValueError as e:
             raise ConfigError(f"env: {e}") from None
         self.run_dir = cfg.resolved_run_dir()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        stored = read_checkpoint(self.run_dir, cfg)
+        rundir.check_path(self.run_dir)
         self.device = start_process(cfg.seed, cfg.threads, cfg.device)
         self.rng = np.random.default_rng(cfg.seed)
 
         self.env, self.eval_env = make_env(cfg), make_env(cfg)
         self.action_repeat = int(self.env.get_wrapper_attr("action_repeat"))
+        episode = math.ceil(self.env.get_wrapper_attr("max_episode_steps") / self.action_repeat)
+        if cfg.replay_capacity <= episode:  # an episode must fit to be saved
+            raise ConfigError(f"replay_capacity={cfg.replay_capacity} holds less than one episode of {cfg.env} "
+                              f"({episode} steps at action repeat {self.action_repeat}); set replay_capacity "
+                              f">= {episode + 1}")
         space = self.env.observation_space
         self.replay = ReplayBuffer(space, self.env.action_space, cfg.replay_capacity, frame_stack=cfg.frame_stack,
                                    n_step=cfg.agent.n_step, gamma=cfg.agent.discount,
                                    directory=self.run_dir / "replay", seed=cfg.seed)
         self.agent = make_agent(cfg, space, self.env.action_space, self.device)
+        self.guard = Guard(cfg.guard, self.device)
         self.counters = OffPolicyCounters()
-        self._restore(stored)
-        meta.start(self.run_dir, config_lib.to_dict(cfg), self.frame)
-        self.logger = start_logging(cfg, self.run_dir, {"train": self.counters.episode, "eval": self.counters.evals})
+        self.claim_run_dir(cfg.restart)
+        with self.releasing_on_error():
+            stored = read_checkpoint(self.run_dir, cfg)
+            check_config_file(self.run_dir, cfg)
+            self._restore(stored)
+            meta.start(self.run_dir, config_lib.to_dict(cfg), self.frame)
+            self.logger = start_logging(cfg, self.run_dir, {"train": self.counters.episode,
+                                                            "eval": self.counters.evals})
+            self.begin(fresh=stored is None)
 
     # ----------------------------------------------------------------------------------------- state
     @property
@@ -112,15 +124,15 @@ class Trainer(OffPolicyRun):
 
     def _restore(self, state: dict[str, Any] | None) -> None:
         if state is None:
-            self.replay.restore(0)  # a run killed before its first checkpoint starts over
             return
         self.agent.restore(state["agent"])
-        self.replay.load_state_dict(state["replay"])
+        load_replay(self.replay, state["replay"], self.run_dir)
         self.counters = OffPolicyCounters(**state["counters"])
         restore_rng(state["rng"], self.rng)
         console.print(f"[bold]resumed[/] {self.run_dir} at frame {self.frame:,} ({len(self.replay):,} transitions)")
 
     def checkpoint_state(self) -> dict[str, Any]:
+        self.agent.drop_prefetch()
         return {"config": config_lib.to_dict(self.cfg), "agent": self.agent.checkpoint(),
                 "replay": self.replay.state_dict(), "counters": asdict(self.counters), "rng": rng_state(self.rng)}
 
@@ -139,8 +151,11 @@ class Trainer(OffPolicyRun):
                 action = self.rng.uniform(self.env.action_space.low, self.env.action_space.high).astype(np.float32)
             else:
                 action = self.agent.act(obs, self.frame, eval_mode=False)
+                self.guard.action(action, self.frame)
             if c.step >= seed_steps and c.step % cfg.agent.update_every == 0 and len(self.replay) > 0:
-                for key, value in self.agent.update(self.replay, self.frame).items():
+                metrics = self.agent.update(self.replay, self.frame)
+                self.guard.metrics(metrics, self.frame)
+                for key, value in metrics.items():
                     sums[key] = sums.get(key, 0.0) + value
                 updates += 1
             obs, reward, terminated, truncated, _ = self.env.step(action)
@@ -186,8 +201,7 @@ class BatchedTrainer(OffPolicyRun):
         check_batched(cfg)
         self.cfg = cfg
         self.run_dir = cfg.resolved_run_dir()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        stored = read_checkpoint(self.run_dir, cfg)
+        rundir.check_path(self.run_dir)
         derived = config_lib.derive(cfg)
         self.device = start_process(cfg.seed, derived.threads, cfg.device)
         self.num_envs = derived.num_envs
@@ -203,10 +217,17 @@ class BatchedTrainer(OffPolicyRun):
         self.agent = make_agent(cfg, obs_space, action_space, self.device)
         self.action_low = torch.as_tensor(action_space.low, device=self.device)
         self.action_high = torch.as_tensor(action_space.high, device=self.device)
+        self.guard = Guard(cfg.guard, self.device)
         self.counters = BatchedCounters()
-        self.obs = self._restore(stored)
-        meta.start(self.run_dir, config_lib.to_dict(cfg), self.frame)
-        self.logger = start_logging(cfg, self.run_dir, {"train": self.counters.rows, "eval": self.counters.evals})
+        self.claim_run_dir(cfg.restart)
+        with self.releasing_on_error():
+            stored = read_checkpoint(self.run_dir, cfg)
+            check_config_file(self.run_dir, cfg)
+            self.obs = self._restore(stored)
+            meta.start(self.run_dir, config_lib.to_dict(cfg), self.frame)
+            self.logger = start_logging(cfg, self.run_dir, {"train": self.counters.rows,
+                                                            "eval": self.counters.evals})
+            self.begin(fresh=stored is None)
 
     @property
     def frame(self) -> int:
@@ -217,7 +238,7 @@ class BatchedTrainer(OffPolicyRun):
         if state is None:
             return self.env.reset(seed=episode_seed(self.cfg.seed, 0, 0))[0]
         self.agent.restore(state["agent"])
-        self.replay.load_state_dict(state["replay"])
+        load_replay(self.replay, state["replay"], self.run_dir)
         self.counters = BatchedCounters(**state["counters"])
         restore_rng(state["rng"])
         console.print(f"[bold]resumed[/] {self.run_dir} at frame {self.frame:,} ({len(self.replay):,} transitions)")
@@ -227,6 +248,7 @@ class BatchedTrainer(OffPolicyRun):
         return self.env.reset(seed=episode_seed(self.cfg.seed, 0, self.counters.step))[0]
 
     def checkpoint_state(self) -> dict[str, Any]:
+        self.agent.drop_prefetch()
         return {"config": config_lib.to_dict(self.cfg), "agent": self.agent.checkpoint(),
                 "replay": self.replay.state_dict(), "env": self.env.state_dict(), "obs": self.obs.cpu(),
                 "counters": asdict(self.counters), "rng": rng_state()}
@@ -249,9 +271,12 @@ class BatchedTrainer(OffPolicyRun):
                 action = self.action_low + u * (self.action_high - self.action_low)
             else:
                 action = self.agent.act_batch(self.obs, self.frame, eval_mode=False)
+                self.guard.action(action, self.frame)
                 c.credit += self.updates_per_step if len(self.replay) > 0 else 0.0
                 while c.credit >= 1:
-                    for key, value in self.agent.update(self.replay, self.frame).items():
+                    metrics = self.agent.update(self.replay, self.frame)
+                    self.guard.metrics(metrics, self.frame)
+                    for key, value in metrics.items():
                         sums[key] = sums.get(key, 0.0) + value
                     updates += 1
                     c.credit -= 1
@@ -279,6 +304,15 @@ class BatchedTrainer(OffPolicyRun):
                                    episode_seed(self.cfg.seed, 1, self.frame))
         self.agent.train(True)
         return returns
+
+
+def load_replay(replay: ReplayBuffer | DeviceReplay, state: dict[str, Any], run_dir: Path) -> None:
+    """Restore a resumed run's replay; a missing or damaged episode file names the way out."""
+    try:
+        replay.load_state_dict(state)
+    except DatasetError as e:
+        raise DatasetError(f"{e}; {run_dir} cannot resume exactly without it: restore the file, or add restart=true "
+                           "to move the run aside and start over") from None
 
 
 def load_run(run_dir: Path, device: str = "auto", render_size: int | None = None

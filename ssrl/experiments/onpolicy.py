@@ -27,11 +27,12 @@ from ssrl.agents.ppo import ActorCritic
 from ssrl.config import TrainConfig
 from ssrl.errors import CheckpointError
 from ssrl.experiments.loop import Counters, Run
-from ssrl.runtime import meta
-from ssrl.runtime.checkpoint import CHECKPOINT, read_checkpoint
+from ssrl.runtime import meta, rundir
+from ssrl.runtime.checkpoint import CHECKPOINT, check_config_file, read_checkpoint
 from ssrl.runtime.environments import make_batched_env
 from ssrl.runtime.environments import make_env as make_single_env
 from ssrl.runtime.evaluate import evaluate_batched
+from ssrl.runtime.guard import Guard
 from ssrl.runtime.logger import start_logging
 from ssrl.runtime.progress import console
 from ssrl.runtime.seeding import episode_seed, resolve_device, restore_rng, rng_state, start_process
@@ -51,7 +52,7 @@ class PPORun(Run):
     def __init__(self, cfg: TrainConfig, verbose: bool = True) -> None:
         self.cfg, self.verbose = cfg, verbose
         self.run_dir = cfg.resolved_run_dir()
-        stored = read_checkpoint(self.run_dir, cfg)  # a changed config is refused before anything is written
+        rundir.check_path(self.run_dir)
         derived = config_lib.derive(cfg)
         self.device = start_process(cfg.seed, derived.threads, cfg.device)
         self.env = make_batched_env(cfg, derived.num_envs, self.device, cfg.seed)
@@ -59,14 +60,20 @@ class PPORun(Run):
         self.agent = make_agent(cfg, self.env.single_observation_space, self.env.single_action_space, self.device,
                                 self.env)
         self.frames_per_update = cfg.agent.num_steps * self.env.num_envs * self.env.action_repeat
+        self.guard = Guard(cfg.guard, self.device)
         self.counters = PPOCounters()
         self.rows: list[dict[str, Any]] = []  # this session's train rows
         self.obs, _ = self.env.reset(seed=cfg.seed)
-        if stored is not None:
-            self._restore(stored)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        meta.start(self.run_dir, config_lib.to_dict(cfg), self.frame)
-        self.logger = start_logging(cfg, self.run_dir, {"train": self.counters.update, "eval": self.counters.evals})
+        self.claim_run_dir(cfg.restart)
+        with self.releasing_on_error():
+            stored = read_checkpoint(self.run_dir, cfg)
+            check_config_file(self.run_dir, cfg)
+            if stored is not None:
+                self._restore(stored)
+            meta.start(self.run_dir, config_lib.to_dict(cfg), self.frame)
+            self.logger = start_logging(cfg, self.run_dir, {"train": self.counters.update,
+                                                            "eval": self.counters.evals})
+            self.begin(fresh=stored is None)
 
     @property
     def frame(self) -> int:
@@ -97,6 +104,8 @@ class PPORun(Run):
         """One rollout and its update; returns the train row."""
         self.obs, episodes = self.agent.collect(self.obs)
         metrics = self.agent.update(self.obs)
+        self.guard.metrics(metrics, self.frame)
+        self.guard.parameters(self.agent.model, self.frame)  # the next rollout acts with these weights
         self.counters.update += 1
         row: dict[str, Any] = {"frame": self.frame, "update": self.counters.update}
         if episodes:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ssrl import config as config_lib
-from ssrl.config import CURLConfig, EncoderConfig
+from ssrl.config import CURLConfig, EncoderConfig, GuardConfig
 from ssrl.data import Replay, to_torch
 from ssrl.data.dataset import Dataset, pixel_key, read_meta
 from ssrl.errors import ConfigError
@@ -27,8 +27,9 @@ from ssrl.nn.augment import Augment
 from ssrl.nn.backbone import Backbone, make_card, pixel_encoder_args
 from ssrl.nn.encoders import PixelEncoder
 from ssrl.representations import Representation, make_representation
-from ssrl.runtime import meta
+from ssrl.runtime import meta, rundir
 from ssrl.runtime.checkpoint import read_checkpoint
+from ssrl.runtime.guard import Guard
 from ssrl.runtime.logger import Logger
 from ssrl.runtime.progress import console
 from ssrl.runtime.seeding import start_process
@@ -43,7 +44,7 @@ class PretrainConfig:
     steps: int = 10_000
     batch_size: int = 128
     weight_decay: float = 0.01
-    warmup: int = 500  # linear warmup steps, then cosine decay to 0 at `steps`
+    warmup: int = -1  # linear warmup steps, then cosine decay to 0 at `steps`; -1: 5% of steps, at most 500
     augmentation: str = "shift"  # "shift" or "none" (crops would change the backbone's input size)
     seed: int = 0
     log_every: int = 100
@@ -51,8 +52,10 @@ class PretrainConfig:
     device: str = "auto"
     threads: int = 0
     progress: bool = True
+    restart: bool = False  # move an existing run in `out` aside (to <out>.old-<time>) and start over
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     representation: Any = field(default_factory=CURLConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
 
 
 def parse(args: list[str]) -> PretrainConfig:
@@ -66,13 +69,20 @@ def parse(args: list[str]) -> PretrainConfig:
     for key in ("steps", "batch_size", "log_every", "checkpoint_every"):
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"{key}={getattr(cfg, key)}: must be positive")
-    if not 0 <= cfg.warmup < cfg.steps:
-        raise ConfigError(f"warmup={cfg.warmup}: must be in [0, steps)")
+    if cfg.warmup != -1 and not 0 <= cfg.warmup < cfg.steps:
+        raise ConfigError(f"warmup={cfg.warmup}: must be in [0, steps={cfg.steps}) (or -1, the default: "
+                          f"5% of steps, at most 500)")
+    config_lib.check_ranges(cfg)
     if cfg.augmentation not in ("shift", "none"):
         raise ConfigError(f"augmentation={cfg.augmentation!r}: choose shift or none")
     if cfg.encoder.pretrained:
         raise ConfigError("encoder.pretrained: ssrl pretrain starts from a fresh encoder")
     return cfg
+
+
+def warmup_steps(cfg: PretrainConfig) -> int:
+    """``warmup``, or by default 5% of ``steps`` (at most 500): the schedule fits any budget."""
+    return cfg.warmup if cfg.warmup >= 0 else min(500, cfg.steps // 20)
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -111,6 +121,7 @@ class Pretrainer(Run):
     def __init__(self, cfg: PretrainConfig) -> None:
         self.cfg = cfg
         self.run_dir = self.out = Path(cfg.out)
+        rundir.check_path(self.out, "out")
         self.device = start_process(cfg.seed, cfg.threads, cfg.device)
         self.data = Dataset(cfg.data, pixel_key(read_meta(cfg.data)), seed=cfg.seed)
         space = self.data.observation_space
@@ -123,15 +134,19 @@ class Pretrainer(Run):
                               "encoder, so there is nothing to pretrain")
         params = self.module.trainable_parameters(self.encoder)  # trains_encoder is true here
         self.opt = torch.optim.AdamW(params, lr=cfg.representation.lr, weight_decay=cfg.weight_decay)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg.warmup, cfg.steps))
+        warmup = warmup_steps(cfg)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, warmup, cfg.steps))
+        self.guard = Guard(cfg.guard, self.device, "pretrain", unit="step")
         self.counters = PretrainCounters(next_checkpoint=cfg.checkpoint_every)
-        stored = read_checkpoint(self.out, cfg)
-        self.out.mkdir(parents=True, exist_ok=True)
-        if stored is not None:
-            self._restore(stored)
-        meta.start(self.out, dataclasses.asdict(cfg), self.step)
-        self.logger = Logger(self.out, namespaces=("pretrain",))
-        self.logger.csv["pretrain"].truncate_after(self.step)
+        self.claim_run_dir(cfg.restart, "out")
+        with self.releasing_on_error():
+            stored = read_checkpoint(self.out, cfg)
+            if stored is not None:
+                self._restore(stored)
+            meta.start(self.out, dataclasses.asdict(cfg), self.step)
+            self.logger = Logger(self.out, namespaces=("pretrain",))
+            self.logger.csv["pretrain"].truncate_after(self.step)
+            self.begin(fresh=stored is None)
 
     # ----------------------------------------------------------------------------------------- state
     @property
@@ -173,6 +188,7 @@ class Pretrainer(Run):
     def train_step(self) -> dict[str, float]:
         metrics = pretrain_step(self.module, self.encoder, self.augment, self.data, self.opt, self.cfg.batch_size,
                                 self.device)
+        self.guard.metrics(metrics, self.step)
         self.sched.step()
         self.counters.step += 1
         return metrics

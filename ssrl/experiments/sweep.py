@@ -113,8 +113,30 @@ def _param(name: str, value: Any) -> Param:
     raise ConfigError(f"params.{name}: give a list of values or a mapping with low and high (and log, step)")
 
 
+def check_trials(spec: Spec) -> None:
+    """Validate the config of every value a trial can take, before any trial runs: each choice of each param, and
+    both ends of each range (with the other params at their first choice or low end). Every bad value is named."""
+    first = {p.name: p.choices[0] if p.choices is not None else p.low for p in spec.params}
+    problems = []
+    for p in spec.params:
+        if p.choices is None:
+            if p.low is None or p.high is None or p.low > p.high:
+                problems.append(f"params.{p.name}: low={p.low} must be <= high={p.high}")
+                continue
+            if p.log and p.low <= 0:
+                problems.append(f"params.{p.name}: log=true needs low > 0 (low={p.low})")
+                continue
+        for value in p.choices if p.choices is not None else [p.low, p.high]:
+            try:
+                config_lib.parse_overrides(spec.base + [f"{k}={value if k == p.name else v}" for k, v in first.items()])
+            except ConfigError as e:
+                problems.append(f"{p.name}={value}: {e}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 def load_spec(path: Path) -> Spec:
-    """Read and check a sweep spec; every trial's config is validated against the first choices."""
+    """Read and check a sweep spec; the config of every value a trial can take is validated (:func:`check_trials`)."""
     try:
         data = yaml.safe_load(Path(path).read_text())
     except yaml.YAMLError as e:
@@ -141,9 +163,8 @@ def load_spec(path: Path) -> Spec:
             raise ConfigError(f"{path}: method=grid needs a list of values for every param")
         size = math.prod(len(p.choices) for p in spec.params)
         spec.trials = min(int(data.get("trials", size)), size)
-    example = [f"{p.name}={p.choices[0] if p.choices else p.low}" for p in spec.params]
     try:
-        config_lib.parse_overrides(spec.base + example)
+        check_trials(spec)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     return spec
@@ -203,7 +224,8 @@ def run_trial(overrides: list[str], run_dir: Path, experiment: str, objective: s
     value = objective_value(rows, objective) if rows else None
     error = ""
     if rc != 0:
-        lines = (run_dir / "train.log").read_text().strip().splitlines()
+        log = run_dir / "train.log"
+        lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
         error = f"exit {rc}: {lines[-1] if lines else 'no output'}"
     return TrialResult(value, rows, rc, pruned, error)
 
@@ -284,7 +306,19 @@ def run_local(spec: Spec) -> list[dict[str, Any]]:
                   f"{spec.jobs} at a time -> {spec.dir}")
 
     def objective(trial: Any) -> float:
+        """One trial; any failure is recorded with its error and raised as TrialFailed (the sweep goes on)."""
         params = suggest(trial, spec)
+        try:
+            return run_one(trial, params)
+        except (TrialFailed, optuna.TrialPruned):
+            raise
+        except Exception as e:  # noqa: BLE001 (any failure of one trial is that trial's)
+            error = f"{type(e).__name__}: {' '.join(str(e).split())}"
+            trial.set_user_attr("error", error)
+            console.print(f"trial {trial.number} {params}: [red]failed[/] ({error})")
+            raise TrialFailed(error) from e
+
+    def run_one(trial: Any, params: dict[str, Any]) -> float:
         run_dir = trial_dir(spec, params)
         trial.set_user_attr("run_dir", str(run_dir))
 
@@ -432,6 +466,12 @@ def summary(spec: Spec, records: list[dict[str, Any]]) -> None:
         table.add_row(str(r["trial"]), r["state"], "-" if r["value"] is None else f"{r['value']:.2f}",
                       *[str(r["params"].get(p.name, "")) for p in spec.params], r["error"][:80])
     console.print(table)
+    failed = [r for r in records if r["state"] == "fail"]
+    if failed:
+        console.print(f"[red]{len(failed)} of {len(records)} trials failed[/]:")
+        for r in failed:
+            params = " ".join(f"{k}={v}" for k, v in r["params"].items())
+            console.print(f"  trial {r['trial']} {params}: {r['error'] or 'no error recorded'}")
     console.print(f"trials: {spec.dir / 'trials.csv'}")
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from rich.table import Table
 from torch import nn
 
 from ssrl import config as config_lib
+from ssrl import files
 from ssrl.config import EncoderConfig
 from ssrl.data import to_torch
 from ssrl.data.dataset import Dataset, episode_files, read_meta, subset
@@ -265,9 +265,7 @@ def run(cfg: TransferConfig) -> list[dict[str, Any]]:
             console.print(f"{row['backbone']:>24} {task:>12} demos={n:<3} success {k}/{len(outcomes)} "
                           f"[{low:.2f}, {high:.2f}]  bc loss {row['bc_loss_first']:.4f} -> {row['bc_loss_last']:.4f}")
     results = {"config": asdict(cfg), "rows": rows}
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, out / "results.json")
+    files.write_text(out / "results.json", json.dumps(results, indent=2))
     (out / "results.md").write_text(markdown(rows))
     print_table(rows)
     return rows

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ssrl import config as config_lib
+from ssrl import files
 from ssrl.config import TrainConfig
 from ssrl.errors import CheckpointError, ConfigError
 
@@ -17,8 +17,11 @@ CHECKPOINT = "checkpoint.pt"
 # Keys a resumed run may change; any other difference from the stored config is an error.
 RESUMABLE_KEYS = {"frames", "eval_every", "eval_episodes", "checkpoint_every", "wandb", "wandb_project",
                   "wandb_mode", "progress", "device", "threads", "env_threads", "render_workers", "run_dir",
-                  "experiment", "speed.channels_last", "speed.compile", "speed.prefetch"}
-PRETRAIN_RESUMABLE_KEYS = {"progress", "device", "threads", "log_every", "checkpoint_every"}
+                  "experiment", "speed.channels_last", "speed.compile", "speed.prefetch", "restart",
+                  "guard.max_abs_loss", "guard.check_every"}
+PRETRAIN_RESUMABLE_KEYS = {"progress", "device", "threads", "log_every", "checkpoint_every", "restart",
+                           "guard.max_abs_loss", "guard.check_every"}
+CONFIG_FILE = "config.yaml"
 
 
 def read_checkpoint(run_dir: Path, cfg: Any) -> dict[str, Any] | None:
@@ -32,9 +35,11 @@ def read_checkpoint(run_dir: Path, cfg: Any) -> dict[str, Any] | None:
     where = "run_dir" if training else "out="
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated or foreign file: say which and what to do
-        raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}). Move it away to start "
-                              f"this run over, or use another {where}; nothing was changed.") from None
+    except Exception as e:  # a truncated or foreign file: say which and what to do (not torch's advice)
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        reason = type(e).__name__ if "weights_only" in str(e) or not reason else f"{type(e).__name__}: {reason}"
+        raise CheckpointError(f"checkpoint {path} is unreadable ({reason[:200]}): restore it from a copy, or add "
+                              f"restart=true to move this run aside and start over; nothing was changed.") from None
     try:  # a training config is rebuilt, so keys added since the run started take their defaults
         stored = config_lib.to_dict(config_lib.from_dict(state["config"])) if training else dict(state["config"])
     except (KeyError, TypeError, ValueError, ConfigError) as e:
@@ -51,7 +56,25 @@ def read_checkpoint(run_dir: Path, cfg: Any) -> dict[str, Any] | None:
 
 def write_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
     """Write ``state`` atomically: a kill mid-write leaves the previous checkpoint intact."""
-    path = run_dir / CHECKPOINT
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with files.atomic_writer(run_dir / CHECKPOINT) as f:
+        torch.save(state, f)
+
+
+def check_config_file(run_dir: Path, cfg: TrainConfig) -> None:
+    """Refuse to overwrite a ``config.yaml`` in ``run_dir`` that is invalid or differs from ``cfg`` outside
+    ``RESUMABLE_KEYS``: it records the run (ssrl never reads it back to train), so an edit there is a mistake
+    to point out, not to erase."""
+    path = run_dir / CONFIG_FILE
+    if not path.exists():
+        return
+    try:
+        recorded = config_lib.load(path)
+    except (ConfigError, KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"{path} is not a valid config ({e}). It records this run and is not read back: restore "
+                          "it, or move it away (the run's checkpoint holds its config); nothing was changed.") from None
+    changed = {k: v for k, v in config_lib.diff(recorded, cfg).items() if k not in RESUMABLE_KEYS}
+    if changed:
+        lines = ", ".join(f"{k}: {a!r} in the file, {b!r} here" for k, (a, b) in changed.items())
+        raise ConfigError(f"{path} differs from this run's config ({lines}). config.yaml records a run and is not "
+                          "read back: undo the edit, pass changes as key=value to a new run_dir, or add "
+                          "restart=true to move the old run aside.")

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ssrl.envs.batched import BatchedEnv
+from ssrl.errors import DivergenceError
 from ssrl.runtime.seeding import episode_seed
 
 
@@ -32,7 +33,10 @@ def evaluate(agent: Actor, env: gym.Env, episodes: int, seed: int, frame: int,
         while not done:
             if video is not None:
                 video.append(env.render())
-            obs, reward, terminated, truncated, _ = env.step(agent.act(obs, frame, eval_mode=True))
+            action = agent.act(obs, frame, eval_mode=True)
+            if not np.isfinite(action).all():
+                raise DivergenceError(f"the policy's action is not finite in the evaluation at frame {frame:,}")
+            obs, reward, terminated, truncated, _ = env.step(action)
             total += float(reward)
             done = terminated or truncated
         returns.append(total)
@@ -47,7 +51,10 @@ def evaluate_batched(act: Callable[[torch.Tensor], torch.Tensor], env: BatchedEn
     obs, _ = env.reset(seed=seed)
     returns = torch.full((env.num_envs,), float("nan"), device=env.device)
     while bool(returns.isnan().any()):
-        obs, _, _, _, info = env.step(act(obs))
+        action = act(obs)
+        if not bool(torch.isfinite(action).all()):
+            raise DivergenceError("the policy's action is not finite in the evaluation")
+        obs, _, _, _, info = env.step(action)
         if "episode" in info:
             first = info["_episode"] & returns.isnan()
             returns = torch.where(first, info["episode"]["r"], returns)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ssrl import config as config_lib
+from ssrl import files
 from ssrl.config import TrainConfig
 
 
@@ -30,12 +31,10 @@ class CSVLog:
             return list(csv.DictReader(f))
 
     def _rewrite(self, rows: list[dict[str, Any]]) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        with tmp.open("w", newline="") as f:
+        with files.atomic_writer(self.path, "w", newline="") as f:
             writer = csv.DictWriter(f, self.fields)
             writer.writeheader()
             writer.writerows(rows)
-        tmp.replace(self.path)
 
     def write(self, row: dict[str, Any]) -> None:
         new = [k for k in row if k not in self.fields]

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from ssrl import files
+
 META = "meta.json"
 PACKAGES = ("ssrl", "torch", "numpy", "mujoco", "dm-control", "gymnasium", "wandb")
 
@@ -69,10 +71,7 @@ def read(run_dir: Path) -> dict[str, Any]:
 
 
 def _write(run_dir: Path, data: dict[str, Any]) -> None:
-    path = Path(run_dir) / META
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    files.write_text(Path(run_dir) / META, json.dumps(data, indent=2, default=str))
 
 
 def start(run_dir: Path, config: dict[str, Any], frame: int) -> None:
