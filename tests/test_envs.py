@@ -157,3 +157,15 @@ def test_gl_backend_selection_and_error_message(monkeypatch):
     with pytest.raises(RuntimeError, match="apt-get install -y libosmesa6"):
         with gl.context_errors():
             raise OSError("no display")
+
+
+@pytest.mark.parametrize("env_id", ["gym/Ant-v5", "gym/InvertedPendulum-v5", "gym/Pusher-v5"])
+def test_gym_pixels_depend_only_on_the_seed_not_on_the_first_episode(env_id):
+    """Gymnasium aims a free camera at the median geom position of the first render; ssrl fixes it."""
+    frames = []
+    for first in (1, 5):
+        env = ssrl.envs.make(env_id, obs="pixels", size=32, frame_stack=1)
+        env.reset(seed=first)
+        frames.append(env.reset(seed=5)[0])
+        env.close()
+    np.testing.assert_array_equal(frames[0], frames[1])

@@ -132,7 +132,7 @@ def test_multirun_resumes_interrupted_runs_and_skips_finished_ones(tmp_path):
 # ---------------------------------------------------------------------------------------------- sweeps
 def _spec(tmp_path: Path, **extra) -> Path:
     data = {"name": "tiny", "dir": str(tmp_path / "sweep"), "base": TINY, "method": "grid", "objective": "auc",
-            "pruner": "none", "jobs": 2, "params": {"agent.lr": [0.001, 0.0003, -1.0]}} | extra
+            "pruner": "none", "jobs": 2, "params": {"replay_capacity": [5000, 4000, 10]}} | extra
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -147,6 +147,16 @@ def test_spec_errors_name_the_problem(tmp_path):
         sweep.load_spec(_spec(tmp_path, params={"agent.lr": {"low": 1}}))
     with pytest.raises(ConfigError, match="grid needs a list"):
         sweep.load_spec(_spec(tmp_path, params={"agent.lr": {"low": 1e-4, "high": 1e-3}}))
+    with pytest.raises(ConfigError, match=r"agent.batch_size=0: agent.batch_size=0: must be >= 1; "
+                                          r"agent.batch_size=-2: .*must be >= 1"):
+        sweep.load_spec(_spec(tmp_path, params={"agent.batch_size": [32, 0, 16, -2]}))  # every value is checked
+    with pytest.raises(ConfigError, match=r"agent.lr=-1: agent.lr=-1.0: must be > 0"):
+        sweep.load_spec(_spec(tmp_path, method="tpe", params={"agent.lr": {"low": -1, "high": 1e-3}}))
+    with pytest.raises(ConfigError, match=r"agent.discount=1.5: .*must be in \(0, 1\]"):
+        sweep.load_spec(_spec(tmp_path, method="tpe", params={"agent.discount": {"low": 0.9, "high": 1.5}}))
+    with pytest.raises(ConfigError, match="log=true needs low > 0"):
+        sweep.load_spec(_spec(tmp_path, method="tpe", params={"agent.lr": {"low": 0, "high": 1e-3, "log": True}}))
+    assert not (tmp_path / "sweep").exists()  # refused before anything ran
     assert sweep.load_spec(_spec(tmp_path, trials=99)).trials == 3  # a grid's budget is its size
     lr = sweep.load_spec(_spec(tmp_path, method="tpe", params={"agent.lr": {"low": "1e-4", "high": 0.01}})).params[0]
     assert (lr.low, lr.high, lr.is_int) == (1e-4, 0.01, False)
@@ -169,12 +179,12 @@ def test_local_sweep_records_a_failing_trial_and_resumes_a_killed_one(tmp_path):
 
     records = sweep.run_local(spec)
     assert len(records) == 3 and stale.number not in {r["trial"] for r in records}
-    by_lr = {r["params"]["agent.lr"]: r for r in records}
-    assert by_lr[-1.0]["state"] == "fail" and "Invalid learning rate" in by_lr[-1.0]["error"]
-    for lr in (0.001, 0.0003):
-        assert by_lr[lr]["state"] == "complete" and math.isfinite(by_lr[lr]["value"])
-        rows = meta.read_eval(Path(by_lr[lr]["run_dir"]))
-        assert by_lr[lr]["value"] == pytest.approx(sweep.objective_value(rows, "auc"))
+    by_cap = {r["params"]["replay_capacity"]: r for r in records}  # 10 passes validation, fails in the run
+    assert by_cap[10]["state"] == "fail" and "replay_capacity=10 holds less than one episode" in by_cap[10]["error"]
+    for cap in (5000, 4000):
+        assert by_cap[cap]["state"] == "complete" and math.isfinite(by_cap[cap]["value"])
+        rows = meta.read_eval(Path(by_cap[cap]["run_dir"]))
+        assert by_cap[cap]["value"] == pytest.approx(sweep.objective_value(rows, "auc"))
     table = (spec.dir / "trials.csv").read_text()
     assert table.count("complete") == 2 and table.count("fail") == 1
 
@@ -200,17 +210,17 @@ def test_a_trial_whose_report_says_prune_is_stopped_early(tmp_path):
 @pytest.mark.slow
 def test_ray_tune_path_on_a_local_instance(tmp_path):
     ray = pytest.importorskip("ray")
-    spec = sweep.load_spec(_spec(tmp_path, params={"agent.lr": [0.001, -1.0]}, pruner="median"))
+    spec = sweep.load_spec(_spec(tmp_path, params={"replay_capacity": [5000, 10]}, pruner="median"))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         records = sweep.run_ray(spec, "local")
     finally:
         ray.shutdown()
-    by_lr = {r["params"]["agent.lr"]: r for r in records}
-    assert by_lr[0.001]["state"] == "complete" and math.isfinite(by_lr[0.001]["value"])
-    rows = meta.read_eval(Path(by_lr[0.001]["run_dir"]))
-    assert by_lr[0.001]["value"] == pytest.approx(sweep.objective_value(rows, "auc"))
-    assert by_lr[-1.0]["state"] == "fail" and "Invalid learning rate" in by_lr[-1.0]["error"]
+    by_cap = {r["params"]["replay_capacity"]: r for r in records}
+    assert by_cap[5000]["state"] == "complete" and math.isfinite(by_cap[5000]["value"])
+    rows = meta.read_eval(Path(by_cap[5000]["run_dir"]))
+    assert by_cap[5000]["value"] == pytest.approx(sweep.objective_value(rows, "auc"))
+    assert by_cap[10]["state"] == "fail" and "replay_capacity=10 holds less than one episode" in by_cap[10]["error"]
 
 
 def test_wandb_export_drives_ssrl_train_with_the_same_space(tmp_path):

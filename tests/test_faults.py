@@ -387,3 +387,21 @@ def test_run_dir_that_is_a_file_is_refused(tmp_path, capsys):
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(Exception, match="agent.lr=-1.0"):
         main(["train", *STATE, f"run_dir={tmp_path / 'run'}", "agent.lr=-1", "--debug"])
+
+
+def test_guard_on_a_gpu_checks_every_n_updates_and_names_the_first_bad_one():
+    from ssrl.config import GuardConfig
+    from ssrl.errors import DivergenceError
+    from ssrl.runtime.guard import Guard
+
+    guard = Guard(GuardConfig(max_abs_loss=100.0, check_every=3), torch.device("cpu"))
+    guard.every = 3  # what a CUDA device gets: one sync per 3 updates
+    guard.metrics({"critic_loss": torch.tensor(1.0), "q": torch.tensor(5.0)}, frame=10)
+    guard.metrics({"critic_loss": torch.tensor(float("inf")), "q": torch.tensor(float("nan"))}, frame=20)  # deferred
+    with pytest.raises(DivergenceError, match="train/critic_loss is inf at frame 20"):
+        guard.metrics({"critic_loss": torch.tensor(2.0)}, frame=30)  # the 3rd pending update: one look at all
+    guard.metrics({"actor_loss": 101.0, "q": 1e6}, frame=60)  # only losses are bounded
+    with pytest.raises(DivergenceError, match=r"train/actor_loss is 101 at frame 60, beyond guard.max_abs_loss=100"):
+        guard.flush()
+    with pytest.raises(DivergenceError, match="action is not finite at frame 70"):
+        Guard(GuardConfig(), torch.device("cpu")).action(np.array([0.0, np.inf]), 70)
