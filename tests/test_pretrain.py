@@ -121,7 +121,8 @@ def test_pretrain_resume_is_exact(dataset: Path, tmp_path: Path) -> None:
     cut = Pretrainer(parse(pretrain_args(dataset, tmp_path / "cut", steps="12", warmup="2")))
     for _ in range(7):
         cut.train_step()
-    cut.save_checkpoint()  # "killed" after step 7
+    cut.save_checkpoint()
+    cut.release()  # "killed" after step 7: a dead process holds no lock
     resumed = Pretrainer(parse(pretrain_args(dataset, tmp_path / "cut", steps="12", warmup="2")))
     assert resumed.step == 7
     resumed.run()
