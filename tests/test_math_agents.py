@@ -107,8 +107,18 @@ def replay_terms(batch):
     return reward, factor
 
 
+def perturb(module, seed=1):
+    """Move a target network off its online copy (at init they are equal, which would hide a target that uses the
+    online network)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.2)
+
+
 def test_sac_critic_target_is_the_n_step_soft_bellman_target(monkeypatch):
     agent = build("sac")
+    perturb(agent.encoder_target), perturb(agent.critic_target, seed=2)
     ref = copy.deepcopy(agent)  # the networks as the update sees them
     replay = Recording(filled_replay())
     targets = spy_on_targets(monkeypatch)
@@ -137,6 +147,7 @@ def test_sac_critic_target_is_the_n_step_soft_bellman_target(monkeypatch):
 
 def test_drqv2_critic_target_uses_clipped_scheduled_noise_and_the_online_encoder(monkeypatch):
     agent = build("drqv2")
+    perturb(agent.critic_target)
     ref = copy.deepcopy(agent)
     replay = Recording(filled_replay())
     targets = spy_on_targets(monkeypatch)
