@@ -1,7 +1,8 @@
 """PPO maths against plain loops and hand formulas: GAE(lambda) over a scripted rollout with terminations,
-truncations (bootstrapped from V of the final observation) and the rollout's cut (bootstrapped from V of the next
-observation), for gamma in {0.9, 0.99, 1} x lambda in {0, 0.95, 1}; the clipped surrogate, the (clipped) value
-loss and the entropy of one update step on fixed tensors with known ratios."""
+truncations (bootstrapped from V of the final observation; a step both terminated and truncated is terminal) and
+the rollout's cut (bootstrapped from V of the next observation), for gamma in {0.9, 0.99, 1} x lambda in
+{0, 0.95, 1}; the clipped surrogate, the (clipped) value loss and the entropy of one update step on fixed tensors
+with known ratios."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ class ScriptedEnv:
         self.truncated = torch.zeros(T, N, dtype=torch.bool)
         self.terminated[1, 0] = self.terminated[4, 2] = self.terminated[T - 1, 1] = True
         self.truncated[3, 0] = self.truncated[2, 1] = self.truncated[T - 1, 2] = True
+        # a time limit reached on the step that terminates (Gymnasium's TimeLimit reports both): terminal
+        self.terminated[5, 1] = self.truncated[5, 1] = True
         self.t = 0
 
     def step(self, action):
