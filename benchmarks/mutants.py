@@ -278,7 +278,8 @@ def main() -> None:
     killed = sum(r["status"] == "killed" for r in results)
     print("\n| mutant | file | description | result | killed by |\n|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['name']} | {r['file']} | {r['description']} | {r['status']} | `{r['killed_by']}` |")
+        description = r["description"].replace("|", "\\|")  # a markdown table cell
+        print(f"| {r['name']} | {r['file']} | {description} | {r['status']} | `{r['killed_by']}` |")
     print(f"\n{killed}/{len(results)} killed in {time.time() - started:.0f}s")
     if not args.only:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
