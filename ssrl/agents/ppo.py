@@ -169,9 +169,10 @@ class PPO(Agent):
                     ended = (terminated | truncated)[:, None]
                     self.next_obs[t] = torch.where(ended, info["final_obs"].to(self.device), self.next_obs[t])
             reward = self._scale_reward(reward, terminated | truncated)
-            if truncated.any():  # bootstrap the cut-off tail from the final observation's value
+            cut = truncated & ~terminated  # a step that also terminated is terminal (Gymnasium's TimeLimit sets both)
+            if cut.any():  # bootstrap the cut-off tail from the final observation's value
                 final_value = model.value(info["final_obs"].to(self.device))
-                reward = reward + cfg.gamma * torch.where(truncated, final_value, 0.0)
+                reward = reward + cfg.gamma * torch.where(cut, final_value, 0.0)
             self.rewards[t], self.dones[t] = reward, (terminated | truncated).float()
             if "episode" in info:
                 mask = info["_episode"]

@@ -1,0 +1,144 @@
+"""Representation losses against direct formulas: CURL's InfoNCE with bilinear logits q^T W k (vs
+``F.cross_entropy(logits, arange(B))`` and a plain log-sum-exp loop), SPR's K-step cosine loss (normalised vectors,
+2 - 2 cos per step, averaged over the batch and summed over the K steps), and the EMA target step
+``target <- tau * online + (1 - tau) * target`` on hand values."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ssrl.config import CURLConfig, EncoderConfig, SPRConfig
+from ssrl.nn.encoders import make_encoder
+from ssrl.nn.utils import soft_update
+from ssrl.representations.curl import CURL
+from ssrl.representations.spr import SPR
+
+STATE = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+ACTIONS = gym.spaces.Box(-1, 1, (2,), np.float32)
+B, K = 12, 3
+
+
+def encoder():
+    torch.manual_seed(0)
+    return make_encoder(STATE, EncoderConfig(feature_dim=8, state_hidden_dim=16))
+
+
+class Views:
+    """A deterministic 'augmentation' that gives each call its own view (obs + 0.3 * call index)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, obs):
+        self.calls += 1
+        return obs + 0.3 * self.calls
+
+
+def perturb(module, scale=0.3, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+
+
+# ---------------------------------------------------------------------------------------------- CURL
+def test_curl_infonce_is_cross_entropy_over_bilinear_logits_with_the_diagonal_as_labels():
+    enc = encoder()
+    curl = CURL(enc, STATE, ACTIONS, CURLConfig())
+    perturb(curl.key_encoder)  # a key encoder that is not the query encoder
+    with torch.no_grad():
+        curl.W.mul_(3.0)  # sharper logits: a wrong label or a missing W changes the loss a lot
+    obs = torch.randn(B, 3)
+    loss, metrics = curl.loss({"obs": obs}, enc, Views())
+
+    with torch.no_grad():
+        q = enc(obs + 0.3)  # the query's view (first call)
+        k = curl.key_encoder(obs + 0.6)  # the key's view (second call)
+        logits = q @ curl.W @ k.T  # (B, B): q_i^T W k_j
+        stable = logits - logits.max(dim=1, keepdim=True).values
+        expected = F.cross_entropy(stable, torch.arange(B))
+        # the same by hand: -1/B sum_i [l_ii - log sum_j exp l_ij]
+        rows = stable.double().tolist()
+        by_hand = -sum(r[i] - math.log(sum(math.exp(x) for x in r)) for i, r in enumerate(rows)) / B
+        accuracy = sum(max(range(B), key=lambda j, r=r: r[j]) == i for i, r in enumerate(rows)) / B
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
+    assert float(loss.detach()) == pytest.approx(by_hand, rel=1e-5)
+    assert float(metrics["accuracy"]) == pytest.approx(accuracy)
+    # the test tells the labels apart: all-zero labels or logits without W give other values
+    assert float(F.cross_entropy(stable, torch.zeros(B, dtype=torch.long))) != pytest.approx(float(expected), rel=1e-2)
+    assert float(F.cross_entropy(q @ k.T, torch.arange(B))) != pytest.approx(float(expected), rel=1e-2)
+
+
+def test_curl_loss_gradient_reaches_w_and_the_query_encoder_only():
+    enc = encoder()
+    curl = CURL(enc, STATE, ACTIONS, CURLConfig())
+    loss, _ = curl.loss({"obs": torch.randn(B, 3)}, enc, Views())
+    loss.backward()
+    assert curl.W.grad is not None and curl.W.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in enc.parameters())
+    assert all(p.grad is None for p in curl.key_encoder.parameters())
+
+
+# ---------------------------------------------------------------------------------------------- SPR
+def test_spr_loss_is_the_sum_over_k_of_the_batch_mean_of_2_minus_2_cos():
+    enc = encoder()
+    spr = SPR(enc, STATE, ACTIONS, SPRConfig(k=K, hidden_dim=16, projection_dim=8))
+    perturb(spr.target_encoder), perturb(spr.target_projection, seed=2)
+    obs, actions = torch.randn(B, K + 1, 3), torch.rand(B, K, 2) * 2 - 1
+    identity = lambda x: x
+    loss, metrics = spr.loss({"obs": obs, "action": actions}, enc, identity)
+
+    with torch.no_grad():
+        z = enc(obs[:, 0])
+        latents = []
+        for k in range(K):  # the action-conditioned rollout z_{k+1} = T(z_k, a_k)
+            z = spr.transition(z, actions[:, k])
+            latents.append(z)
+        latents = torch.stack(latents, 1)  # (B, K, D)
+        prediction = spr.prediction(spr.projection(latents.reshape(B * K, -1))).reshape(B, K, -1)
+        target = spr.target_projection(spr.target_encoder(obs[:, 1:].reshape(B * K, 3))).reshape(B, K, -1)
+        p = prediction / prediction.norm(dim=-1, keepdim=True)
+        t = target / target.norm(dim=-1, keepdim=True)
+        per_row = ((p - t) ** 2).sum(-1)  # ||p^ - t^||^2 = 2 - 2 cos
+        expected = sum(per_row[:, k].mean() for k in range(K))
+        cos1 = (p[:, 0] * t[:, 0]).sum(-1).mean()
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
+    assert float(metrics["cosine_step1"]) == pytest.approx(float(cos1), rel=1e-4, abs=1e-6)
+    assert prediction.norm(dim=-1).sub(1).abs().max() > 0.1  # unnormalised outputs: normalisation matters
+
+
+# ---------------------------------------------------------------------------------------------- EMA
+def fill(module, value):
+    with torch.no_grad():
+        for p in module.parameters():
+            p.fill_(value)
+
+
+def test_soft_update_hand_values():
+    online, target = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    fill(online, 1.0), fill(target, 0.0)
+    soft_update(target, online, 0.1)
+    assert all(torch.allclose(p, torch.full_like(p, 0.1)) for p in target.parameters())
+    soft_update(target, online, 0.1)  # 0.1 * 1 + 0.9 * 0.1
+    assert all(torch.allclose(p, torch.full_like(p, 0.19)) for p in target.parameters())
+    assert all(torch.equal(p, torch.ones_like(p)) for p in online.parameters())
+
+
+def test_curl_and_spr_targets_move_by_tau_toward_the_online_networks():
+    enc = encoder()
+    curl = CURL(enc, STATE, ACTIONS, CURLConfig(tau=0.05))
+    fill(enc, 2.0), fill(curl.key_encoder, 0.0)
+    curl.update_targets(enc)
+    assert all(torch.allclose(p, torch.full_like(p, 0.1)) for p in curl.key_encoder.parameters())
+
+    spr = SPR(enc, STATE, ACTIONS, SPRConfig(k=K, tau=0.25, hidden_dim=16, projection_dim=8))
+    fill(spr.target_encoder, -2.0), fill(spr.projection, 4.0), fill(spr.target_projection, 0.0)
+    spr.update_targets(enc)
+    assert all(torch.allclose(p, torch.full_like(p, 0.25 * 2.0 + 0.75 * -2.0)) for p in spr.target_encoder.parameters())
+    assert all(torch.allclose(p, torch.full_like(p, 1.0)) for p in spr.target_projection.parameters())
