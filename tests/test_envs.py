@@ -157,3 +157,14 @@ def test_gl_backend_selection_and_error_message(monkeypatch):
     with pytest.raises(RuntimeError, match="apt-get install -y libosmesa6"):
         with gl.context_errors():
             raise OSError("no display")
+
+
+def test_cheetah_logs_no_settotalmass_deprecation_but_other_absl_warnings_pass(caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        ssrl.envs.make("dmc/cheetah-run", obs="state").close()
+        logging.getLogger("absl").warning("an unrelated warning")
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("settotalmass" in m for m in messages)
+    assert "an unrelated warning" in messages
