@@ -165,6 +165,11 @@ class Pretrainer(Run):
                 "torch_rng": torch.get_rng_state()}
 
     # -------------------------------------------------------------------------------------- training
+    def next_commands(self) -> list[tuple[str, str]]:
+        return [(f"ssrl train env=TASK encoder=pretrained:{self.out} encoder.freeze=true",
+                 "RL on the frozen backbone (size= and frame_stack= as its dataset's)"),
+                (f"ssrl transfer backbone={self.out} tasks=TASK", "behaviour cloning on its features (MetaWorld)")]
+
     def describe(self) -> str:
         cfg = self.cfg
         return (f"[bold]ssrl pretrain[/] representation={cfg.representation.name} data={cfg.data} "
