@@ -9,10 +9,9 @@ import importlib
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
-
-import yaml
 
 from ssrl import config as config_lib
 from ssrl.errors import BackboneError, CheckpointError, ConfigError, DatasetError, RunDirError
@@ -41,6 +40,9 @@ every command: --debug (or SSRL_DEBUG=1) shows the traceback of an error; train,
 multirun: comma lists expand to a grid, run in parallel (jobs=N) and resumed when rerun:
   ssrl train env=dmc/cheetah-run,dmc/walker-walk representation=none seeds=5 jobs=2
   ssrl train suite=dmc100k seeds=5          (suites: dmc100k, dmc500k, dmc-hard)
+
+ssrl <command> --help lists the command's keys with their defaults and descriptions;
+ssrl config --describe KEY gives one key's type, default, description and allowed values.
 """
 VIDEO_SIZE = 256
 # What the commands print as one line without a traceback: wrong input, a run dir that cannot be used, a diverged
@@ -114,7 +116,7 @@ def evaluate(args: list[str]) -> int:
     from ssrl.experiments.onpolicy import is_ppo_run, load_policy
     from ssrl.runtime.evaluate import evaluate as run_episodes
 
-    opts = options(args, {"run_dir": "", "episodes": "10", "video": "false", "device": "auto"})
+    opts = options(args, defaults(EVAL_OPTIONS))
     if not opts["run_dir"]:
         raise ConfigError("ssrl eval needs run_dir=<path of a training run>")
     episodes = _int(opts, "episodes")
@@ -135,7 +137,18 @@ def evaluate(args: list[str]) -> int:
 
 
 def show_config(args: list[str]) -> int:
-    print(yaml.safe_dump(config_lib.to_dict(config_lib.parse_overrides(args)), sort_keys=False))
+    from ssrl.config import describe
+
+    flags = [i for i, a in enumerate(args) if a == "--describe" or a.startswith("--describe=")]
+    if flags:
+        i = flags[0]
+        key = args[i].partition("=")[2] or (args[i + 1] if i + 1 < len(args) else "")
+        if not key:
+            raise ConfigError("ssrl config --describe needs a key, e.g. --describe agent.lr")
+        rest = args[:i] + args[i + (1 if "=" in args[i] else 2):]
+        print(describe.describe(config_lib.apply_overrides(config_lib.TrainConfig(), rest), key), end="")
+        return 0
+    print(describe.commented_yaml(config_lib.parse_overrides(args)), end="")
     return 0
 
 
@@ -150,9 +163,7 @@ def tasks(args: list[str]) -> int:
 def collect(args: list[str]) -> int:
     from ssrl.experiments.collect import collect as run
 
-    opts = options(args, {"env": "", "policy": "random", "frames": "10000", "out": "", "size": "84",
-                                     "frame_stack": "3", "action_repeat": "0", "render": "fast", "seed": "0",
-                                     "progress": "true"})
+    opts = options(args, defaults(COLLECT_OPTIONS))
     if not opts["env"] and not opts["policy"].startswith("checkpoint:") or not opts["out"]:
         raise ConfigError("ssrl collect needs env=<id> (or policy=checkpoint:RUN_DIR) and out=<dir>")
     _print(run(opts["env"], opts["policy"], _int(opts, "frames"), opts["out"],
@@ -170,7 +181,7 @@ def data(args: list[str]) -> int:
         _print(dataset.info(args[1]))
         return 0
     if args[:1] == ["export"]:
-        opts = options(args[1:], {"run_dir": "", "out": ""})
+        opts = options(args[1:], defaults(EXPORT_OPTIONS))
         if not opts["run_dir"] or not opts["out"]:
             raise ConfigError("ssrl data export needs run_dir=<run> and out=<dir>")
         _print(export_run(opts["run_dir"], opts["out"]))
@@ -212,6 +223,100 @@ def one_line(error: BaseException) -> str:
         else f"{text}: {error.filename}"
 
 
+# ---------------------------------------------------------------------------------------------------- help
+# The key=value options of the commands that do not take a config dataclass: {key: (default, description)}.
+EVAL_OPTIONS = {
+    "run_dir": ("", "the training run to evaluate (required)"),
+    "episodes": ("10", "deterministic-policy episodes"),
+    "video": ("false", "true: write RUN_DIR/eval.mp4; a path ending in .mp4: write the video there"),
+    "device": ("auto", "auto (cuda if available), cpu, cuda"),
+}
+COLLECT_OPTIONS = {
+    "env": ("", "the task (required unless policy=checkpoint:RUN_DIR, which gives the run's task)"),
+    "policy": ("random", "random, scripted (MetaWorld experts) or checkpoint:RUN_DIR (a trained run's policy)"),
+    "frames": ("10000", "environment frames to record (action repeat included)"),
+    "out": ("", "the dataset directory to write (required)"),
+    "size": ("84", "side of the rendered frames"),
+    "frame_stack": ("3", "frames per stacked observation (the dataset stores each frame once)"),
+    "action_repeat": ("0", "0: the task's default"),
+    "render": ("fast", "fast or dmc (dm_control's look)"),
+    "seed": ("0", "seeds the env and the policy"),
+    "progress": ("true", "show the progress bar"),
+}
+EXPORT_OPTIONS = {"run_dir": ("", "the training run whose replay to export (required)"),
+                  "out": ("", "the dataset directory to write (required)")}
+HELP = {  # command: (usage, what it does)
+    "train": ("ssrl train [key=value ...]", "Train (or resume) a run. Comma lists (a,b) and seeds=N/suite=NAME/jobs=N "
+              "run a grid of runs (multirun). `agent=NAME` or `representation=NAME` before --help shows that "
+              "group's keys."),
+    "ppo": ("ssrl ppo [key=value ...]", "Short for `ssrl train agent=ppo obs=state ...` (PPO on batched envs)."),
+    "config": ("ssrl config [key=value ...] [--describe KEY]", "Print the resolved config as YAML, each key with "
+               "its description; --describe KEY: its type, default, description and allowed values."),
+    "eval": ("ssrl eval run_dir=RUN_DIR [key=value ...]", "Evaluate a training run's last checkpoint."),
+    "tasks": ("ssrl tasks", "List the environment ids."),
+    "collect": ("ssrl collect env=ID out=DIR [key=value ...]", "Record reward-free episodes as a dataset."),
+    "data": ("ssrl data info DIR | ssrl data export run_dir=RUN_DIR out=DIR",
+             "Describe a dataset, or export a training run's replay as one."),
+    "pretrain": ("ssrl pretrain data=DIR out=DIR [key=value ...]",
+                 "Pretrain a pixel encoder on a dataset with a self-supervised objective."),
+    "transfer": ("ssrl transfer backbone=PATH|scratch|random [key=value ...]",
+                 "Behaviour cloning from scripted demos on a backbone's features; success rates with 95% CIs."),
+}
+
+
+def defaults(table: dict[str, tuple[str, str]]) -> dict[str, str]:
+    return {key: default for key, (default, _) in table.items()}
+
+
+def _options_help(table: dict[str, tuple[str, str]]) -> str:
+    shown = {k: (d or '""', doc) for k, (d, doc) in table.items()}
+    width, vwidth = max(map(len, shown)) + 2, max(len(d) for d, _ in shown.values()) + 2
+    return "".join(f"  {k:<{width}}{d:<{vwidth}}{doc}\n" for k, (d, doc) in shown.items())
+
+
+def command_help(command: str, args: list[str]) -> int:
+    """Print ``ssrl <command> --help``: usage, what it does and every key with its default and description
+    (the config commands read them from the config's own field docs; see :mod:`ssrl.config.describe`)."""
+    from ssrl.config import describe
+
+    usage, what = HELP.get(command, (f"ssrl {command}", ""))
+    head = f"usage: {usage}\n\n{textwrap.fill(what, 110)}\n"
+    try:
+        if command in ("train", "ppo", "config"):
+            from ssrl.experiments.multirun import MULTIRUN_KEYS
+
+            args = (["agent=ppo", "obs=state"] if command == "ppo" else []) + args
+            single = [a for a in args if a.partition("=")[0] not in MULTIRUN_KEYS and "," not in a.partition("=")[2]]
+            body = describe.help_text(config_lib.apply_overrides(config_lib.TrainConfig(), single))
+            if command != "config":
+                body += ("\nmultirun (grids):\n  seeds=N     seeds 0..N-1\n  jobs=N      runs at a time (default: CPU "
+                         "count)\n  suite=NAME  a benchmark's tasks and action repeats (dmc100k, dmc500k, dmc-hard or "
+                         "a YAML file)\n")
+        elif command == "pretrain":
+            from ssrl.experiments.pretrain import PretrainConfig
+
+            body = describe.help_text(config_lib.apply_overrides(PretrainConfig(), args),
+                                      {"augmentation": ("shift", "none")})
+        elif command == "transfer":
+            from ssrl.experiments.transfer import SUITES, TransferConfig
+
+            body = describe.help_text(config_lib.apply_overrides(TransferConfig(), args),
+                                      {"augmentation": ("shift", "none"), "suite": tuple(SUITES)})
+        elif command == "eval":
+            body = _options_help(EVAL_OPTIONS)
+        elif command == "collect":
+            body = _options_help(COLLECT_OPTIONS)
+        elif command == "data":
+            body = "data export:\n" + _options_help(EXPORT_OPTIONS)
+        else:
+            body = ""
+    except ConfigError as e:
+        print(f"ssrl {command}: error: {e}", file=sys.stderr)
+        return 2
+    print(head + ("\n" + body if body else ""), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv or os.environ.get("SSRL_DEBUG", "") not in ("", "0")
@@ -225,8 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if command not in OWN_PARSER:
         if "-h" in args or "--help" in args:
-            print(USAGE, end="")
-            return 0
+            return command_help(command, [a for a in args if a not in ("-h", "--help")])
         args = ["restart=true" if a == "--restart" else a for a in args]
     try:
         return COMMANDS[command](args)

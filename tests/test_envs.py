@@ -169,3 +169,14 @@ def test_gym_pixels_depend_only_on_the_seed_not_on_the_first_episode(env_id):
         frames.append(env.reset(seed=5)[0])
         env.close()
     np.testing.assert_array_equal(frames[0], frames[1])
+
+
+def test_cheetah_logs_no_settotalmass_deprecation_but_other_absl_warnings_pass(caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        ssrl.envs.make("dmc/cheetah-run", obs="state").close()
+        logging.getLogger("absl").warning("an unrelated warning")
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("settotalmass" in m for m in messages)
+    assert "an unrelated warning" in messages

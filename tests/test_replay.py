@@ -399,3 +399,13 @@ def test_a_gap_in_the_episode_files_is_an_error_that_deletes_nothing(tmp_path):
     with pytest.raises(ValueError, match=r"missing .*\[1\]"):
         ReplayBuffer(space, space, 100, frame_stack=1, directory=tmp_path).restore()
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # episode 2's file is still there
+
+
+def test_sampling_too_early_says_how_many_steps_are_stored_and_needed():
+    replay = ReplayBuffer(STATE, ACTION, capacity=10, frame_stack=1)
+    with pytest.raises(ValueError, match=r"at least 1 stored step\(s\).*holds 0 step\(s\) in 0 episode"):
+        replay.sample(4)
+    replay.add_first(np.zeros(2, np.float32))
+    replay.add(np.zeros(2, np.float32), 0.0, np.ones(2, np.float32), False, False)
+    with pytest.raises(ValueError, match=r"at least 3 stored step\(s\).*holds 1 step\(s\) in 1 episode.*longest has 1"):
+        replay.sample_sequences(2, 3)

@@ -98,3 +98,93 @@ def test_report_errors_name_what_is_missing(tmp_path, capsys):
     assert cli_main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "o"), "--reference",
                      str(tmp_path / "nope")]) == 2
     assert "--reference" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ figures
+def _png_size(path):
+    header = path.read_bytes()[:24]
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
+def _overlaps_and_outside(fig):
+    """Pairs of drawn texts whose boxes overlap, and texts that stick out of the figure."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    undrawn = set()  # tick labels of ticks outside the view limits exist but are not drawn
+    for ax in fig.axes:
+        for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            for tick in axis.get_major_ticks():
+                if not min(lo, hi) <= tick.get_loc() <= max(lo, hi):
+                    undrawn |= {id(tick.label1), id(tick.label2)}
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in fig.findobj(Text)
+             if t.get_visible() and t.get_text().strip() and id(t) not in undrawn]
+    overlapping = [(a, b) for i, (a, x) in enumerate(boxes) for b, y in boxes[i + 1:] if x.overlaps(y)]
+    w, h = fig.bbox.width, fig.bbox.height
+    outside = [a for a, x in boxes if x.x0 < -1 or x.y0 < -1 or x.x1 > w + 1 or x.y1 > h + 1]
+    return overlapping, outside
+
+
+def test_figures_have_their_size_constrained_layout_and_no_overlapping_labels(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    _make_runs(tmp_path / "runs")
+    _make_reference(tmp_path / "ref")
+    out = tmp_path / "report"
+    s = report.build_report([tmp_path / "runs"], out, tmp_path / "ref", reps=100)
+    curves = report.find_runs([tmp_path / "runs"]) + report.load_reference(tmp_path / "ref", s["tasks"])
+    methods = s["methods"] + s["references"]
+    points = {m: np.linspace(0, 0.5, 5) for m in methods}
+    intervals = {m: np.stack([points[m] - 0.05, points[m] + 0.05]) for m in methods}
+    figures = {"aggregate": report.figure_aggregates(s["aggregate"], "1 seed: no CI (x)"),
+               "curves": report.figure_task_curves(curves, s["tasks"], methods, s["references"], 50, 0),
+               "sample_efficiency": report.figure_sample_efficiency(points, intervals, np.arange(0, 20_001, 5000),
+                                                                    s["references"])}
+    for name, fig in figures.items():
+        assert fig.get_layout_engine() is not None and type(fig.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"
+        overlapping, outside = _overlaps_and_outside(fig)
+        assert not overlapping, f"{name}: overlapping labels {overlapping}"
+        assert not outside, f"{name}: labels outside the figure {outside}"
+        w, h = fig.get_size_inches() * report.DPI
+        assert _png_size(out / f"{name}.png") == (round(w), round(h))  # saved at the figure's own size
+    for name in ("performance_profile", "probability_of_improvement"):
+        width, height = _png_size(out / f"{name}.png")
+        assert width > 300 and height > 100
+
+
+def test_sample_efficiency_uses_only_measured_eval_frames(tmp_path):
+    _make_runs(tmp_path / "runs")
+    s = report.build_report([tmp_path / "runs"], tmp_path / "report", reps=50)
+    assert s["sample_efficiency"] == {"frames": [0.0, 5000.0, 10_000.0, 15_000.0, 20_000.0], "measured": True}
+
+
+def test_a_reference_that_stops_early_is_not_extrapolated_and_its_band_ends_with_it(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    _make_runs(tmp_path / "runs")
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    for name in ("dmc_cheetah_run", "dmc_cup_catch"):  # published only up to 10k; our runs reach 20k
+        rows = [f"DrQ-v2,x,{seed},{f},{f / 10}" for seed in (1, 2) for f in (0, 5000, 10_000)]
+        (ref / f"{name}.csv").write_text("agent,task,seed,frame,episode_reward\n" + "\n".join(rows) + "\n")
+    s = report.build_report([tmp_path / "runs"], tmp_path / "report", ref, reps=50)
+    assert "DrQ-v2 (published)" not in s["per_task"]["dmc/cheetah-run"]  # no value quoted at 20k
+    assert "DrQ-v2 (published)" not in s["aggregate"]
+    curves = report.find_runs([tmp_path / "runs"]) + report.load_reference(ref, s["tasks"])
+    fig = report.figure_task_curves(curves, s["tasks"], s["methods"] + s["references"], s["references"], 20, 0)
+    dashed = [line for line in fig.axes[0].get_lines() if line.get_linestyle() == "--"]
+    assert max(dashed[0].get_xdata()) == 10_000
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "DrQ-v2 (published): 2 seeds, evals every 5k, to 10k" in labels
+
+
+def test_one_seed_reports_say_there_is_no_ci(tmp_path):
+    _make_runs(tmp_path / "runs", final_none=(200.0,), final_curl=(400.0,))
+    s = report.build_report([tmp_path / "runs"], tmp_path / "report", reps=50)
+    assert any(n.startswith("1 seed: no CI for sac-curl, sac-none") for n in s["notes"])
+    assert "Note: 1 seed: no CI" in (tmp_path / "report" / "summary.md").read_text()
+    fig = report.figure_aggregates(s["aggregate"], report._seed_note(["sac-curl", "sac-none"]))
+    assert fig._suptitle.get_text() == "1 seed: no CI (sac-curl, sac-none)"

@@ -16,19 +16,21 @@ from ssrl.errors import ConfigError
 
 
 # --------------------------------------------------------------------------------------------------- groups
+# Every field's comment (on its line, else the comment lines right above it) is its description in
+# `ssrl <command> --help`, `ssrl config` and `ssrl config --describe KEY` (ssrl.config.describe); keep it to a line.
 @dataclass
 class OffPolicyConfig:
     """What every off-policy agent's config has: its batch, learning rate, networks, return and update cadence."""
 
-    name: str = ""
-    batch_size: int = 256
-    lr: float = 1e-4
-    hidden_dim: int = 1024
-    discount: float = 0.99
-    n_step: int = 1
-    critic_tau: float = 0.01
+    name: str = ""  # the agent (sac, drqv2, ppo); selects this group's class
+    batch_size: int = 256  # transitions per gradient update
+    lr: float = 1e-4  # Adam learning rate of the critic, actor and encoder
+    hidden_dim: int = 1024  # width of the actor and critic MLPs
+    discount: float = 0.99  # reward discount gamma
+    n_step: int = 1  # n-step returns (1: one-step TD targets)
+    critic_tau: float = 0.01  # EMA rate of the target critic
     update_every: int = 1  # env steps per update (single env)
-    augmentation: str = "shift"
+    augmentation: str = "shift"  # image augmentation: none, shift (DrQ +-4 px) or crop (RAD/CURL, 16 px)
 
 
 @dataclass
@@ -39,11 +41,11 @@ class SACConfig(OffPolicyConfig):
     batch_size: int = 512
     lr: float = 1e-3
     encoder_tau: float = 0.05  # EMA of the encoder the critic targets use
-    actor_update_every: int = 2
-    target_update_every: int = 2
-    init_temperature: float = 0.1
-    alpha_lr: float = 1e-4
-    alpha_beta: float = 0.5
+    actor_update_every: int = 2  # updates per actor (and temperature) update
+    target_update_every: int = 2  # updates per target-network EMA step
+    init_temperature: float = 0.1  # initial entropy temperature alpha
+    alpha_lr: float = 1e-4  # learning rate of the temperature
+    alpha_beta: float = 0.5  # Adam beta1 of the temperature
 
 
 @dataclass
@@ -53,42 +55,42 @@ class DrQV2Config(OffPolicyConfig):
     name: str = "drqv2"
     n_step: int = 3
     update_every: int = 2
-    stddev_schedule: str = "linear(1.0,0.1,200000)"
-    stddev_clip: float = 0.3
+    stddev_schedule: str = "linear(1.0,0.1,200000)"  # exploration noise: a number or linear(start,end,frames)
+    stddev_clip: float = 0.3  # clip of the target policy's smoothing noise
 
 
 @dataclass
 class PPOConfig:
     """PPO for batched envs (defaults: Brax/Playground-like for DMC state tasks; docs/batched.md)."""
 
-    name: str = "ppo"
+    name: str = "ppo"  # the agent (sac, drqv2, ppo); selects this group's class
     num_steps: int = 32  # agent steps per env per rollout
-    epochs: int = 4
-    minibatches: int = 8
-    lr: float = 1e-3
-    anneal_lr: bool = True
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip: float = 0.2
+    epochs: int = 4  # passes over each rollout
+    minibatches: int = 8  # minibatches per epoch
+    lr: float = 1e-3  # Adam learning rate
+    anneal_lr: bool = True  # decay the learning rate linearly to 0 over the budget
+    gamma: float = 0.99  # reward discount
+    gae_lambda: float = 0.95  # GAE lambda
+    clip: float = 0.2  # policy ratio clip
     clip_value: float = 0.0  # 0: unclipped value loss
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    hidden_dim: int = 256
-    init_log_std: float = -0.5
-    norm_obs: bool = True
-    norm_reward: bool = True
+    ent_coef: float = 0.0  # entropy bonus coefficient
+    vf_coef: float = 0.5  # value loss coefficient
+    max_grad_norm: float = 0.5  # gradient norm clip
+    hidden_dim: int = 256  # width of the actor and critic MLPs
+    init_log_std: float = -0.5  # initial log standard deviation of the Gaussian policy
+    norm_obs: bool = True  # normalise observations by running statistics
+    norm_reward: bool = True  # scale rewards by the running std of the discounted return
 
 
 @dataclass
 class EncoderConfig:
     """Observation encoder: SAC-AE/CURL conv stack for pixels, MLP for state vectors."""
 
-    feature_dim: int = 50
-    num_filters: int = 32
-    num_layers: int = 4
-    state_hidden_dim: int = 256
-    lr_scale: float = 1.0
+    feature_dim: int = 50  # size of the encoder's output features
+    num_filters: int = 32  # channels of each conv layer (pixels)
+    num_layers: int = 4  # conv layers (pixels)
+    state_hidden_dim: int = 256  # width of the state MLP encoder
+    lr_scale: float = 1.0  # the encoder trains at the agent's lr times this
     pretrained: str = ""  # a backbone (ssrl.load_backbone path) for the pixels; `encoder=pretrained:PATH` sets it
     freeze: bool = False  # with `pretrained`: keep the backbone fixed (else fine-tune at lr * lr_scale)
 
@@ -97,16 +99,16 @@ class EncoderConfig:
 class RepresentationConfig:
     """The self-supervised objective added to the agent's losses (``none``: augmentation only)."""
 
-    name: str = "none"
-    weight: float = 1.0
-    lr: float = 1e-3
+    name: str = "none"  # the objective (none, curl, spr, masked, world_model); selects this group's class
+    weight: float = 1.0  # the objective's loss weight
+    lr: float = 1e-3  # learning rate of the objective's own heads
 
 
 @dataclass
 class ObjectiveConfig(RepresentationConfig):
     """A self-supervised objective's config: ``trains_encoder`` says whether its loss trains the shared encoder."""
 
-    trains_encoder: bool = True
+    trains_encoder: bool = True  # the objective's loss trains the shared encoder (false: only its own heads)
 
 
 @dataclass
@@ -115,7 +117,7 @@ class CURLConfig(ObjectiveConfig):
     Defaults: CURL's published values (key-encoder tau 0.05, lr 1e-3)."""
 
     name: str = "curl"
-    tau: float = 0.05
+    tau: float = 0.05  # EMA rate of the key encoder
 
 
 @dataclass
@@ -123,11 +125,11 @@ class SPRConfig(ObjectiveConfig):
     """SPR (Schwarzer et al. 2021): K-step latent rollouts predict EMA-target projections (cosine loss)."""
 
     name: str = "spr"
-    k: int = 5
+    k: int = 5  # latent rollout steps
     tau: float = 1.0  # SPR with augmentation: target = online weights (its tau=0, i.e. no momentum)
     inverse_coef: float = 0.0  # > 0 adds SGI's inverse-dynamics loss (a_t from z_t, z_t+1)
-    hidden_dim: int = 256
-    projection_dim: int = 128
+    hidden_dim: int = 256  # width of the transition model
+    projection_dim: int = 128  # size of the projection the loss compares
 
 
 @dataclass
@@ -141,11 +143,11 @@ class MaskedConfig(ObjectiveConfig):
     step_mask_ratio: float = 0.0  # states: fraction of whole time steps masked as well
     cube_size: int = 8  # pixels per side of a spatial cube
     cube_time: int = 2  # time steps per cube
-    tau: float = 0.01
+    tau: float = 0.01  # EMA rate of the target encoder
     hidden_dim: int = 64  # transformer width
-    layers: int = 2
-    heads: int = 2
-    projection_dim: int = 128
+    layers: int = 2  # transformer layers
+    heads: int = 2  # attention heads
+    projection_dim: int = 128  # size of the projection the loss compares
 
 
 @dataclass
@@ -156,13 +158,13 @@ class WorldModelConfig(ObjectiveConfig):
     name: str = "world_model"
     k: int = 5  # horizon
     rho: float = 0.5  # per-step loss discount
-    consistency_coef: float = 2.0
-    reward_coef: float = 0.5
+    consistency_coef: float = 2.0  # weight of the latent consistency loss
+    reward_coef: float = 0.5  # weight of the reward prediction loss
     decoder_coef: float = 0.0  # > 0 adds an observation decoder (pixels at decoder_size x decoder_size)
-    decoder_size: int = 16
+    decoder_size: int = 16  # side of the decoder's pixel target
     intrinsic_coef: float = 0.0  # > 0 adds coef * one-step latent prediction error to the agent's reward
-    tau: float = 0.01
-    hidden_dim: int = 256
+    tau: float = 0.01  # EMA rate of the target encoder
+    hidden_dim: int = 256  # width of the dynamics and reward MLPs
 
 
 @dataclass
@@ -171,7 +173,7 @@ class SpeedConfig:
 
     channels_last: bool = True  # NHWC convolutions (oneDNN / cuDNN fast path)
     compile: bool = False  # torch.compile the encoder, critic and actor (falls back to eager with a warning)
-    amp: str = "none"  # "bf16": the conv trunk runs under bf16 autocast
+    amp: str = "none"  # bf16: the conv trunk runs under bf16 autocast (changes the numerics)
     prefetch: bool = False  # sample the next batch in a background thread while this update computes
 
 
@@ -190,39 +192,39 @@ class TrainConfig:
     """Everything one training run needs. Budgets and intervals count environment frames (action repeat
     included)."""
 
-    env: str = "dmc/cartpole-swingup"
-    obs: str = "pixels"
+    env: str = "dmc/cartpole-swingup"  # dmc/<domain>-<task> or gym/<id> (`ssrl tasks` lists them)
+    obs: str = "pixels"  # what the agent sees: rendered frames, the state vector or both
     num_envs: int = 0  # parallel envs; 0: the agent's default (64 for ppo, 1 for sac/drqv2); >1 batched envs
     # sac/drqv2 with num_envs > 1 (batched envs): gradient updates per vector step; 0: num_envs / agent.update_every
     updates_per_step: float = 0.0
-    backend: str = "auto"  # batched-env physics: auto | cpu | warp (ssrl.envs.make_batched)
+    backend: str = "auto"  # batched-env physics (ssrl.envs.make_batched); auto: warp on CUDA if installed, else cpu
     env_threads: int = 0  # CPU threads of the batched physics; 0: all cores
     render_workers: int = 0  # batched pixels: renderer processes (0: render in the training process)
-    size: int = 84
-    frame_stack: int = 3
+    size: int = 84  # side of the agent's square pixel view
+    frame_stack: int = 3  # stacked frames per observation
     action_repeat: int = 0  # 0: the task's default (PlaNet/CURL protocol)
-    render: str = "fast"  # "fast", "dmc" (dm_control's default look, as in published results), "warp" (batched)
-    frames: int = 100_000
-    seed_frames: int = 4000
-    seed: int = 0
+    render: str = "fast"  # fast, dmc (dm_control's look, as in published results) or warp (batched, backend=warp)
+    frames: int = 100_000  # budget in environment frames (action repeat included)
+    seed_frames: int = 4000  # random-action frames before updates start
+    seed: int = 0  # seeds the envs, networks and replay
     run_dir: str = ""  # default: runs/<env>/<agent>-<representation>/seed<seed>
     experiment: str = ""  # groups runs (multirun, sweeps, wandb group); with no run_dir: runs/<experiment>/<overrides>
-    device: str = "auto"
+    device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:N
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
-    replay_capacity: int = 100_000
-    eval_every: int = 10_000
-    eval_episodes: int = 10
-    checkpoint_every: int = 10_000
-    wandb: bool = False
-    wandb_project: str = "ssrl"
-    wandb_mode: str = "online"  # "online", "offline" (no account needed) or "disabled"
-    progress: bool = True
+    replay_capacity: int = 100_000  # transitions the replay keeps
+    eval_every: int = 10_000  # frames between evaluations
+    eval_episodes: int = 10  # deterministic-policy episodes per evaluation
+    checkpoint_every: int = 10_000  # frames between checkpoints (written at the next episode end)
+    wandb: bool = False  # log to Weights & Biases as well as the CSV files
+    wandb_project: str = "ssrl"  # the wandb project
+    wandb_mode: str = "online"  # offline needs no account (`wandb sync RUN_DIR/wandb` later)
+    progress: bool = True  # show the progress bar (false: only eval lines and the summary)
     restart: bool = False  # move an existing run in run_dir aside (to <run_dir>.old-<time>) and start over
-    agent: OffPolicyConfig | PPOConfig = field(default_factory=SACConfig)
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    representation: RepresentationConfig = field(default_factory=RepresentationConfig)
-    speed: SpeedConfig = field(default_factory=SpeedConfig)
-    guard: GuardConfig = field(default_factory=GuardConfig)
+    agent: OffPolicyConfig | PPOConfig = field(default_factory=SACConfig)  # the RL algorithm
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)  # the observation encoder
+    representation: RepresentationConfig = field(default_factory=RepresentationConfig)  # the self-supervised loss
+    speed: SpeedConfig = field(default_factory=SpeedConfig)  # how updates run (docs/speed.md)
+    guard: GuardConfig = field(default_factory=GuardConfig)  # divergence checks (docs/safety.md)
 
     def resolved_run_dir(self) -> Path:
         if self.run_dir:

@@ -267,7 +267,9 @@ class DeviceReplay:
             if not bool(todo.any()):
                 break
         else:
-            raise ValueError(f"no stored window of {length} steps inside one episode")
+            raise ValueError(f"cannot sample sequences of {length} step(s) inside one episode: the replay holds "
+                             f"{len(self)} step(s) ({max(0, self._last - self._lowest)} per env), none of them in "
+                             f"an episode with {length} stored steps; add more steps first")
         steps, envs = t[:, None] + i, env[:, None]
         head = self._obs_at(steps, envs)
         tail = self._obs_after(steps[:, -1], env)

@@ -131,7 +131,12 @@ class ReplayBuffer:
         start, last, term, first, counts = self._episodes(span)
         ends = np.cumsum(counts)
         if not ends.size or ends[-1] == 0:
-            raise ValueError(f"no stored window of {span} step(s) to sample")
+            stored = last - first  # steps (actions taken) still stored per episode
+            raise ValueError(
+                f"cannot sample yet: a window of {span} step(s) needs an episode with at least {span} stored "
+                f"step(s), and the replay holds {int(stored.sum())} step(s) in {len(stored)} episode(s)"
+                + (f" (the longest has {int(stored.max())})" if len(stored) else "")
+                + "; add more steps first (add_first() then add() per step)")
         r = self._rng.integers(ends[-1], size=batch_size)
         ep = np.searchsorted(ends, r, side="right")
         t = first[ep] + r - (ends[ep] - counts[ep])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import gymnasium as gym
@@ -10,6 +11,25 @@ from numpy.typing import NDArray
 
 from ssrl.envs import gl
 from ssrl.envs.base import SingleEnv
+
+# Known, harmless dm_control messages (through absl logging, once per env): cheetah.xml's `<compiler settotalmass>`
+# is deprecated in MuJoCo >= 3.3, but dm_control 1.0.50 ships it and the published results used it.
+KNOWN_WARNINGS = ("compiler attribute 'settotalmass' is deprecated",)
+
+
+class _KnownWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(text in record.getMessage() for text in KNOWN_WARNINGS)
+
+
+def quiet_known_warnings() -> None:
+    """Drop :data:`KNOWN_WARNINGS` from the ``absl`` logger dm_control writes MuJoCo's warnings to (idempotent)."""
+    logger = logging.getLogger("absl")
+    if not any(isinstance(f, _KnownWarnings) for f in logger.filters):
+        logger.addFilter(_KnownWarnings())
+
+
+quiet_known_warnings()  # this module is what loads dm_control models (single envs, and batched envs' tasks)
 
 # Cameras as used by CURL, DrQ and DrQ-v2: 0 everywhere except quadruped.
 DEFAULT_CAMERA = {"quadruped": 2}

@@ -24,7 +24,7 @@ from ssrl.runtime import meta, rundir
 from ssrl.runtime.checkpoint import CHECKPOINT, write_checkpoint
 from ssrl.runtime.guard import Guard
 from ssrl.runtime.logger import Logger
-from ssrl.runtime.progress import console, progress_bar
+from ssrl.runtime.progress import console, progress_bar, summary
 
 
 @dataclass
@@ -100,6 +100,11 @@ class Run(abc.ABC):
         """Called after each logged row (e.g. to print it); nothing by default."""
         return None
 
+    def next_commands(self) -> list[tuple[str, str]]:
+        """The commands the end-of-run summary suggests, as ``(command, what it does)``."""
+        return [(f"ssrl eval run_dir={self.run_dir}", "evaluate the final policy (video=true adds a video)"),
+                (f"ssrl report {self.run_dir} --out {self.run_dir / 'report'}", "learning curves and tables")]
+
     def finish(self) -> None:
         """Called once the budget is reached (e.g. to write an artefact or close envs); nothing by default."""
         return None
@@ -173,7 +178,7 @@ class Run(abc.ABC):
         session_start, session_frame = time.perf_counter(), self.frame
         start = session_start - c.elapsed
         with progress_bar(self.cfg.progress, self.unit) as progress:
-            bar = progress.add_task(self.namespace, total=self.budget, completed=self.frame, rate=0.0, status="-")
+            bar = progress.add_task(self.namespace, total=self.budget, completed=self.frame, status="-")
             while self.frame < self.budget:
                 if self.evaluates and self.frame >= c.next_eval:
                     last_eval = self._eval(progress.console.print)
@@ -183,7 +188,7 @@ class Run(abc.ABC):
                 row |= {self.rate_key: (self.frame - f0) / max(time.perf_counter() - t0, 1e-9), "time": c.elapsed}
                 self.logger.log(self.namespace, row)
                 self.report(row, progress)
-                progress.update(bar, completed=self.frame, rate=row[self.rate_key], status=self.status(row))
+                progress.update(bar, completed=self.frame, status=self.status(row))
                 if self.frame >= c.next_checkpoint or self.frame >= self.budget:
                     c.next_checkpoint = self.frame + self.cfg.checkpoint_every
                     self.save_checkpoint()
@@ -192,10 +197,12 @@ class Run(abc.ABC):
         if self.evaluates and (c.evals == 0 or self.frame >= c.next_eval):
             last_eval = self._eval(console.print)
             self.save_checkpoint()
-        if self.frame > session_frame:
-            rate = (self.frame - session_frame) / max(time.perf_counter() - session_start, 1e-9)
-            console.print(f"{self.frame - session_frame:,} {self.unit} at {rate:,.0f} {self.unit}/s")
+        session = ((self.frame - session_frame, time.perf_counter() - session_start)
+                   if self.frame > session_frame else None)
         meta.finish(self.run_dir, self.frame, c.elapsed)
         self.logger.close()
         self.finish()
+        evals = meta.read_eval(self.run_dir) if self.evaluates else []
+        console.print(summary(self.run_dir, self.frame, self.unit, c.elapsed, session, evals,
+                              last_eval.get("episode_reward_std"), self.next_commands()), soft_wrap=True)
         return last_eval

@@ -39,23 +39,23 @@ from ssrl.runtime.seeding import start_process
 class PretrainConfig:
     """One pretraining run. ``representation.lr`` is the peak learning rate."""
 
-    data: str = ""
-    out: str = ""
-    steps: int = 10_000
-    batch_size: int = 128
-    weight_decay: float = 0.01
+    data: str = ""  # the dataset directory (ssrl collect / ssrl data export)
+    out: str = ""  # the backbone directory to write (backbone.safetensors + its card)
+    steps: int = 10_000  # gradient steps
+    batch_size: int = 128  # samples per gradient step
+    weight_decay: float = 0.01  # AdamW weight decay
     warmup: int = -1  # linear warmup steps, then cosine decay to 0 at `steps`; -1: 5% of steps, at most 500
     augmentation: str = "shift"  # "shift" or "none" (crops would change the backbone's input size)
-    seed: int = 0
-    log_every: int = 100
-    checkpoint_every: int = 1000
-    device: str = "auto"
-    threads: int = 0
-    progress: bool = True
+    seed: int = 0  # seeds the networks and sampling
+    log_every: int = 100  # steps per logged row (and progress update)
+    checkpoint_every: int = 1000  # steps between checkpoints
+    device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:N
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    progress: bool = True  # show the progress bar
     restart: bool = False  # move an existing run in `out` aside (to <out>.old-<time>) and start over
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    representation: Any = field(default_factory=CURLConfig)
-    guard: GuardConfig = field(default_factory=GuardConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)  # the backbone to pretrain
+    representation: Any = field(default_factory=CURLConfig)  # the self-supervised objective
+    guard: GuardConfig = field(default_factory=GuardConfig)  # divergence checks (docs/safety.md)
 
 
 def parse(args: list[str]) -> PretrainConfig:
@@ -180,6 +180,11 @@ class Pretrainer(Run):
                 "torch_rng": torch.get_rng_state()}
 
     # -------------------------------------------------------------------------------------- training
+    def next_commands(self) -> list[tuple[str, str]]:
+        return [(f"ssrl train env=TASK encoder=pretrained:{self.out} encoder.freeze=true",
+                 "RL on the frozen backbone (size= and frame_stack= as its dataset's)"),
+                (f"ssrl transfer backbone={self.out} tasks=TASK", "behaviour cloning on its features (MetaWorld)")]
+
     def describe(self) -> str:
         cfg = self.cfg
         return (f"[bold]ssrl pretrain[/] representation={cfg.representation.name} data={cfg.data} "

@@ -35,6 +35,7 @@ from ssrl.runtime import meta
 
 DMC_MAX_SCORE = 1000.0
 METRICS = ("IQM", "Median", "Mean", "Optimality gap")
+DPI = 120  # figure pixels = figsize (inches) * DPI
 # Reference file names whose domain differs from dm_control's (DrQ-v2 calls ball_in_cup "cup").
 REFERENCE_ALIASES = {"ball_in_cup": "cup"}
 
@@ -126,6 +127,26 @@ def _quiet(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def reaches(curves: list[Curve], task: str, method: str, frame: float) -> bool:
+    """Whether every curve of ``method`` on ``task`` has an evaluation at or after ``frame`` (so a value there is
+    measured or interpolated between two evaluations, never extrapolated)."""
+    group = [c for c in curves if c.task == task and c.method == method]
+    return bool(group) and min(c.frames[-1] for c in group) >= frame
+
+
+def notes(curves: list[Curve], runs: list[Curve], methods: list[str], references: list[str],
+          single: list[str]) -> list[str]:
+    """What a reader of the report must know: one-seed methods, how reference curves are read."""
+    out = []
+    if single:
+        out.append(f"1 seed: no CI for {', '.join(single)} (an interval over one run is a point).")
+    for ref in references:
+        group = [c for c in curves if c.method == ref]
+        out.append(f"{reference_label(ref, group)}: read at each task's frame by linear interpolation between its "
+                   "published evaluations, and left out where they stop before that frame.")
+    return out
+
+
 def final_frame(curves: list[Curve], task: str, methods: list[str]) -> float:
     """The last frame every run of ``methods`` on ``task`` reached (scores compare at the same frame)."""
     return min(c.frames[-1] for c in curves if c.task == task and c.method in methods)
@@ -190,10 +211,12 @@ def curve_band(curves: list[Curve], grid: np.ndarray, reps: int, seed: int) -> t
 
 
 # ------------------------------------------------------------------------------------------------ figures
-def _save(fig: Any, out: Path, name: str) -> list[Path]:
+def _save(fig: Any, out: Path, name: str, tight: bool = False) -> list[Path]:
+    """PNG and SVG of ``fig``. Figures built here use constrained layout (every label inside the figure, which
+    keeps its size: ``figsize * DPI`` pixels); ``tight`` crops rliable's own figures to their content instead."""
     paths = [out / f"{name}.png", out / f"{name}.svg"]
     for path in paths:
-        fig.savefig(path, bbox_inches="tight", dpi=120)
+        fig.savefig(path, dpi=DPI, **({"bbox_inches": "tight"} if tight else {}))
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -206,48 +229,123 @@ def _colors(methods: list[str]) -> dict[str, Any]:
     return dict(zip(methods, sns.color_palette("colorblind", len(methods))))
 
 
-def plot_task_curves(curves: list[Curve], tasks: list[str], methods: list[str], out: Path, reps: int,
-                     seed: int) -> list[Path]:
+def short_frames(frames: float) -> str:
+    """``20000`` -> ``20k``, ``1500`` -> ``1.5k``, ``1000000`` -> ``1M``."""
+    for size, suffix in ((1_000_000, "M"), (1000, "k")):
+        if frames >= size:
+            return f"{frames / size:.3g}{suffix}"
+    return f"{frames:g}"
+
+
+def measured_frames(group: list[Curve]) -> np.ndarray:
+    """Frames at which every curve of ``group`` has an evaluation (the points a plot may mark)."""
+    return functools.reduce(np.intersect1d, [c.frames for c in group])
+
+
+def reference_label(method: str, curves: list[Curve]) -> str:
+    """A published curve's legend entry (one for all its tasks): its source, seeds, evaluation spacing and the
+    frames every task's evaluations reach."""
+    groups = [[c for c in curves if c.task == t and c.method == method] for t in sorted({c.task for c in curves})]
+    groups = [g for g in groups if g]
+    steps = [np.median(np.diff(f)) for f in map(measured_frames, groups) if len(f) > 1]
+    every = f", evals every {short_frames(float(min(steps)))}" if steps else ""
+    reach = min(min(c.frames[-1] for c in g) for g in groups)
+    return f"{method}: {max(len(g) for g in groups)} seeds{every}, to {short_frames(reach)}"
+
+
+def one_seed_methods(curves: list[Curve], methods: list[str]) -> list[str]:
+    """Methods with a single seed on some task (their intervals collapse to a point)."""
+    return [m for m in methods if any(len({c.seed for c in curves if c.task == t and c.method == m}) == 1
+                                      for t in {c.task for c in curves if c.method == m})]
+
+
+def _seed_note(single: list[str]) -> str:
+    return f"1 seed: no CI ({', '.join(single)})" if single else ""
+
+
+def figure_task_curves(curves: list[Curve], tasks: list[str], methods: list[str], references: list[str],
+                       reps: int, seed: int) -> Any:
+    """One panel per task: each method's mean eval return over seeds (markers at the frames every seed measured,
+    lines between them) with its 95% bootstrap band; published curves dashed, up to our last frame if they reach
+    it (interpolated between their evaluations), else to their own last evaluation, labelled with their range."""
     import matplotlib.pyplot as plt
 
     colors = _colors(methods)
     cols = min(3, len(tasks))
     rows = -(-len(tasks) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows + 0.8), squeeze=False, layout="constrained")
+    legend: dict[str, Any] = {}
     for ax, task in zip(axes.flat, tasks):
-        end = max(c.frames[-1] for c in curves if c.task == task and not c.method.endswith("(published)"))
+        end = max(c.frames[-1] for c in curves if c.task == task and c.method not in references)
         for method in methods:
             group = [c for c in curves if c.task == task and c.method == method]
             if not group:
                 continue
-            stop = min(min(c.frames[-1] for c in group), end)
-            grid = np.unique(np.concatenate([c.frames[c.frames <= stop] for c in group]))
+            published = method in references
+            last = min(c.frames[-1] for c in group)
+            grid = np.unique(np.concatenate([c.frames[c.frames <= min(last, end)] for c in group]))
+            if published and last > end:
+                grid = np.append(grid[grid < end], end)  # ends at our last frame, between two of its evaluations
             mean, band = curve_band(group, grid, reps, seed)
-            style = "--" if method.endswith("(published)") else "-"
-            ax.plot(grid, mean, style, color=colors[method], label=f"{method} (n={len(group)})")
-            ax.fill_between(grid, band[0], band[1], color=colors[method], alpha=0.2)
+            label = reference_label(method, curves) if published else (
+                f"{method} (n={len(group)}{': no CI' if len(group) == 1 else ''})")
+            (line,) = ax.plot(grid, mean, "--" if published else "-", color=colors[method], label=label)
+            marked = np.isin(grid, measured_frames(group))
+            ax.plot(grid[marked], mean[marked], "o", ms=3, color=colors[method])
+            if len(group) > 1:
+                ax.fill_between(grid, band[0], band[1], color=colors[method], alpha=0.2)
+            legend.setdefault(label, line)
         ax.set_title(task)
         ax.set_xlabel("frames")
         ax.set_ylabel("eval return")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), bbox_to_anchor=(0.5, -0.02 - 0.03 * rows))
-    fig.tight_layout()
-    return _save(fig, out, "curves")
+    fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncol=min(cols, len(legend)),
+               fontsize="small")
+    note = _seed_note(one_seed_methods(curves, [m for m in methods if m not in references]))
+    if note:
+        fig.suptitle(note, fontsize="medium")
+    return fig
 
 
-def plot_aggregates(stats: dict[str, dict[str, list[float]]], out: Path) -> list[Path]:
-    from rliable import plot_utils
+def plot_task_curves(curves: list[Curve], tasks: list[str], methods: list[str], out: Path, reps: int,
+                     seed: int, references: list[str] = ()) -> list[Path]:
+    return _save(figure_task_curves(curves, tasks, methods, list(references), reps, seed), out, "curves")
+
+
+def figure_aggregates(stats: dict[str, dict[str, list[float]]], note: str = "") -> Any:
+    """One panel per metric: each method's point estimate (tick) and 95% CI (bar)."""
+    import matplotlib.pyplot as plt
 
     methods = list(stats)
-    points = {m: np.array([stats[m][k][0] for k in METRICS]) for m in methods}
-    intervals = {m: np.array([[stats[m][k][1] for k in METRICS], [stats[m][k][2] for k in METRICS]]) for m in methods}
-    fig, _ = plot_utils.plot_interval_estimates(points, intervals, metric_names=list(METRICS), algorithms=methods,
-                                                colors=_colors(methods), xlabel="Normalised score",
-                                                xlabel_y_coordinate=-0.4)
-    return _save(fig, out, "aggregate")
+    colors = _colors(methods)
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(3.1 * len(METRICS), 1.5 + 0.4 * len(methods)),
+                             sharey=True, layout="constrained")
+    for ax, metric in zip(axes, METRICS):
+        for i, method in enumerate(methods):
+            point, low, high = stats[method][metric]
+            ax.barh(i, high - low, left=low, height=0.6, color=colors[method], alpha=0.75)
+            ax.vlines(point, i - 0.35, i + 0.35, color="k", lw=1.5)
+        ax.set_title(metric)
+        ax.grid(axis="x", alpha=0.3)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(4))
+        low, high = min(stats[m][metric][1] for m in methods), max(stats[m][metric][2] for m in methods)
+        pad = 0.08 * (high - low or 0.5)  # points at the extremes stay visible (bars' sticky edges ignore margins)
+        ax.set_xlim(low - pad, high + pad)
+        ax.tick_params(axis="y", length=0)
+        for side in ("top", "right", "left"):
+            ax.spines[side].set_visible(False)
+    axes[0].set_yticks(range(len(methods)), methods)
+    axes[0].invert_yaxis()
+    fig.supxlabel("normalised score (optimality gap: lower is better)", fontsize="medium")
+    if note:
+        fig.suptitle(note, fontsize="medium")
+    return fig
+
+
+def plot_aggregates(stats: dict[str, dict[str, list[float]]], out: Path, note: str = "") -> list[Path]:
+    return _save(figure_aggregates(stats, note), out, "aggregate")
 
 
 @_quiet
@@ -258,7 +356,7 @@ def plot_profiles(scores: dict[str, np.ndarray], out: Path, reps: int) -> list[P
 
     taus = np.linspace(0.0, max(1.0, max(float(s.max()) for s in scores.values())), 81)
     profiles, cis = rly.create_performance_profile(scores, taus, reps=reps)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=cis, colors=_colors(list(scores)),
                                          xlabel=r"Normalised score $\tau$", ax=ax, labelsize="medium",
                                          ticklabelsize="medium")
@@ -267,24 +365,46 @@ def plot_profiles(scores: dict[str, np.ndarray], out: Path, reps: int) -> list[P
 
 
 @_quiet
-def plot_sample_efficiency(scores: dict[str, np.ndarray], frames: np.ndarray, out: Path, reps: int,
-                           seed: int) -> list[Path]:
-    """IQM of normalised scores across tasks at each frame, with 95% stratified-bootstrap bands."""
-    import matplotlib.pyplot as plt
+def sample_efficiency(scores: dict[str, np.ndarray], reps: int, seed: int) -> tuple[dict, dict]:
+    """IQM across tasks at each frame of ``scores[method][run, task, frame]`` and its 95% stratified-bootstrap
+    interval: ``({method: points}, {method: [2, frames]})``."""
     from rliable import library as rly
-    from rliable import metrics, plot_utils
+    from rliable import metrics
 
     def iqm(x: np.ndarray) -> np.ndarray:
         return np.array([metrics.aggregate_iqm(x[..., i]) for i in range(x.shape[-1])])
 
-    points, intervals = rly.get_interval_estimates(scores, iqm, reps=reps, random_state=np.random.RandomState(seed))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    plot_utils.plot_sample_efficiency_curve(frames, points, intervals, algorithms=list(scores),
-                                            colors=_colors(list(scores)), xlabel="frames",
-                                            ylabel="IQM normalised score", ax=ax, labelsize="medium",
-                                            ticklabelsize="medium")
-    ax.legend(loc="upper left")
-    return _save(fig, out, "sample_efficiency")
+    return rly.get_interval_estimates(scores, iqm, reps=reps, random_state=np.random.RandomState(seed))
+
+
+def figure_sample_efficiency(points: dict[str, np.ndarray], intervals: dict[str, np.ndarray], frames: np.ndarray,
+                             references: list[str] = (), measured: bool = True, note: str = "") -> Any:
+    """IQM normalised score against frames: markers only at measured evaluations (``measured``), lines between
+    them; references dashed with no markers (their values here are interpolated between their evaluations)."""
+    import matplotlib.pyplot as plt
+
+    colors = _colors(list(points))
+    fig, ax = plt.subplots(figsize=(6, 4.2), layout="constrained")
+    for method, values in points.items():
+        ref = method in references
+        ax.plot(frames, values, "--" if ref else "-", marker=None if ref or not measured else "o", ms=4,
+                color=colors[method], label=method + (" (interpolated at these frames)" if ref else ""))
+        if np.any(intervals[method][1] > intervals[method][0]):
+            ax.fill_between(frames, intervals[method][0], intervals[method][1], color=colors[method], alpha=0.2)
+    ax.set_xlabel("frames")
+    ax.set_ylabel("IQM normalised score")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize="small")
+    if note:
+        ax.set_title(note, fontsize="medium")
+    return fig
+
+
+def plot_sample_efficiency(scores: dict[str, np.ndarray], frames: np.ndarray, out: Path, reps: int, seed: int,
+                           references: list[str] = (), measured: bool = True, note: str = "") -> list[Path]:
+    points, intervals = sample_efficiency(scores, reps, seed)
+    return _save(figure_sample_efficiency(points, intervals, frames, list(references), measured, note), out,
+                 "sample_efficiency")
 
 
 def plot_improvement(poi: dict[str, list[float]], out: Path) -> list[Path]:
@@ -294,7 +414,7 @@ def plot_improvement(poi: dict[str, list[float]], out: Path) -> list[Path]:
     intervals = {k: np.array([v[1], v[2]]) for k, v in poi.items()}
     ax = plot_utils.plot_probability_of_improvement(points, intervals, figsize=(5, 0.8 + 0.5 * len(poi)),
                                                     colors=list(_colors(list(poi)).values()))
-    return _save(ax.get_figure(), out, "probability_of_improvement")
+    return _save(ax.get_figure(), out, "probability_of_improvement", tight=True)
 
 
 # ------------------------------------------------------------------------------------------------ published
@@ -362,9 +482,9 @@ def build_report(paths: list[Path], out: Path, reference: Path | None = None, re
     all_methods = methods + ref_methods
     # Aggregate over the tasks every method has (a reference enters only if it covers all of them).
     common = [t for t in tasks if all(any(c.task == t and c.method == m for c in runs) for m in methods)]
-    agg_methods = methods + [m for m in ref_methods if all(any(c.task == t and c.method == m for c in curves)
-                                                          for t in common)]
     at = {t: final_frame(runs, t, methods) for t in common}
+    # ... and only if its published evaluations reach the frame it is compared at (no extrapolation).
+    agg_methods = methods + [m for m in ref_methods if all(reaches(curves, t, m, at[t]) for t in common)]
     norm = {t: max_score(t, score_max) for t in tasks}
     scores = score_matrices(curves, common, agg_methods, at, norm) if common else {}
     stats = aggregate(scores, reps, seed) if scores else {}
@@ -376,16 +496,23 @@ def build_report(paths: list[Path], out: Path, reference: Path | None = None, re
         per_task[task] = {"frame": frame}
         for method in all_methods:
             group = [c for c in curves if c.task == task and c.method == method]
-            if group:
+            if group and reaches(curves, task, method, frame):
                 mean, band = curve_band(group, np.array([frame]), reps, seed)
                 per_task[task][method] = [float(mean[0]), float(band[0, 0]), float(band[1, 0]), len(group)]
 
-    figures = plot_task_curves(curves, tasks, all_methods, out, reps, seed)
+    single = one_seed_methods(runs, methods)
+    figures = plot_task_curves(curves, tasks, all_methods, out, reps, seed, ref_methods)
     if stats:
-        figures += plot_aggregates(stats, out) + plot_profiles(scores, out, reps)
-        grid = np.linspace(0, min(at.values()), 21)
+        figures += plot_aggregates(stats, out, _seed_note(single)) + plot_profiles(scores, out, reps)
+        # The frames every run of the aggregated tasks evaluated at (markers there only), else all of them.
+        limit = min(at.values())
+        own = [c for c in runs if c.task in common]
+        grid = measured_frames(own)
+        grid, measured = (grid[grid <= limit], True) if (grid <= limit).sum() > 1 else (
+            np.unique(np.concatenate([c.frames[c.frames <= limit] for c in own])), False)
         figures += plot_sample_efficiency(score_matrices(curves, common, agg_methods, dict.fromkeys(common, grid),
-                                                         norm), grid, out, reps, seed)
+                                                         norm), grid, out, reps, seed, ref_methods, measured,
+                                          _seed_note(single))
     if poi:
         figures += plot_improvement(poi, out)
     summary = {"runs": len(runs), "tasks": tasks, "methods": methods, "references": ref_methods,
@@ -393,7 +520,10 @@ def build_report(paths: list[Path], out: Path, reference: Path | None = None, re
                "probability_of_improvement": poi, "figures": [str(p) for p in figures],
                "published": {"citation": published.CITATION, "proxy": None,
                              "rows": compare_published(per_task, methods, ref_methods)},
-               "bootstrap": {"reps": reps, "seed": seed, "confidence": 0.95}}
+               "bootstrap": {"reps": reps, "seed": seed, "confidence": 0.95},
+               "notes": notes(curves, runs, methods, ref_methods, single),
+               "sample_efficiency": {"frames": [float(f) for f in grid] if stats else [],
+                                     "measured": bool(stats) and measured}}
     compared = summary["published"]["rows"]
     summary["published"]["proxy"] = proxy_label(runs, {t: per_task[t]["frame"] for t in compared})
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -407,7 +537,8 @@ def markdown(s: dict[str, Any], out: Path) -> str:
     n_tasks = len(s["tasks"])
     title = f"# Results: {s['runs']} runs, {n_tasks} task{'s' * (n_tasks != 1)}, methods {', '.join(s['methods'])}"
     proxy = s.get("published", {}).get("proxy")
-    lines = [title, "", *([f"**{proxy}.**", ""] if proxy else []),
+    lines = [title, "", *([f"**{proxy}.**", ""] if proxy else []), *[f"Note: {n}" for n in s.get("notes", [])],
+             *([""] if s.get("notes") else []),
              ("Final evaluation return (mean over seeds [95% bootstrap CI], n seeds) at the last frame all runs "
              "of the task reached."), "",
              "| task | frame | " + " | ".join(methods) + " |", "|---|---:|" + "---:|" * len(methods)]

@@ -47,27 +47,29 @@ EVAL_SEED_OFFSET = 100_000  # evaluation initial states never coincide with demo
 
 @dataclass
 class TransferConfig:
+    """Behaviour cloning on top of a backbone: success rates over tasks, demo counts and seeds."""
+
     backbone: str = "scratch"  # PATH | scratch | random
-    suite: str = "metaworld"
+    suite: str = "metaworld"  # where the tasks and their scripted experts come from
     tasks: str = "reach-v3"  # comma-separated
     demos: str = "10"  # comma-separated demonstration counts
-    seeds: int = 3
-    rollouts: int = 50
+    seeds: int = 3  # BC seeds per task and demo count
+    rollouts: int = 50  # evaluation rollouts per seed
     freeze: bool = True  # PATH backbones: frozen (true) or fine-tuned (false)
     encoder_lr_scale: float = 0.1  # fine-tuned PATH backbones train at lr * encoder_lr_scale
-    steps: int = 2000
-    batch_size: int = 64
-    lr: float = 1e-3
-    hidden_dim: int = 256
-    size: int = 84
-    frame_stack: int = 1
+    steps: int = 2000  # BC gradient steps
+    batch_size: int = 64  # BC batch size
+    lr: float = 1e-3  # learning rate of the BC head
+    hidden_dim: int = 256  # width of the BC head
+    size: int = 84  # side of the rendered views
+    frame_stack: int = 1  # stacked frames per observation
     horizon: int = 150  # max steps per episode (demos and rollouts)
-    proprio: bool = True
-    augmentation: str = "shift"
-    out: str = "results/transfer"
-    device: str = "auto"
-    threads: int = 0
-    progress: bool = True
+    proprio: bool = True  # feed the robot's proprioceptive state to the head as well
+    augmentation: str = "shift"  # "shift" or "none"
+    out: str = "results/transfer"  # results.json, results.md and the recorded demos go here
+    device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:N
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    progress: bool = True  # show the progress bar
 
     def task_list(self) -> list[str]:
         return [t for t in self.tasks.split(",") if t]
