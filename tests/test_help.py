@@ -61,7 +61,7 @@ def test_train_help_lists_every_key_with_default_and_description_grouped_like_co
         line = next(line for line in lines if line.split()[:1] == [key.key])
         assert describe.format_value(key.value) in line and key.doc in line
     headers = [line.split(":")[0] for line in lines if line[:1].isalpha() and ":" in line]
-    assert headers[-5:] == ["agent=sac", "encoder", "representation=spr", "speed", "multirun (grids)"]
+    assert headers[-6:] == ["agent=sac", "encoder", "representation=spr", "speed", "guard", "multirun (grids)"]
     assert "representation.k " in text and "seeds=N" in text
 
 

@@ -179,10 +179,10 @@ class SpeedConfig:
 
 @dataclass
 class GuardConfig:
-    """Divergence checks (docs/safety.md): every update's metrics must be finite, every loss at most
-    ``max_abs_loss`` in magnitude, every action finite; the run stops naming the metric and frame."""
+    """Divergence checks (docs/safety.md). Every update's metrics must be finite, every loss at most
+    ``max_abs_loss`` in magnitude and every action finite; else the run stops naming the metric and frame."""
 
-    max_abs_loss: float = 1e10  # 0: no bound on finite losses
+    max_abs_loss: float = 1e10  # stop when a loss exceeds this in magnitude (0: no bound on finite losses)
     check_every: int = 100  # on a GPU, updates between checks (one device sync each); on CPU every update
 
 
