@@ -1,6 +1,7 @@
 """Reproduction harness: the published CURL table, the comparison table built from run directories, and the CPU
 proxy suite's labelling."""
 
+import csv
 import json
 import re
 from pathlib import Path
@@ -33,6 +34,29 @@ def test_published_table_matches_the_reference_readme():
     for name, *values in rows:
         task = next(t for t in TASKS if t.replace("-", "_").endswith(name))
         assert [t[c][task] for c in columns] == [float(v) for v in values]
+
+
+def test_mrq_columns_match_the_reference_readme_and_its_per_seed_results():
+    t = published.MRQ_TABLE
+    assert t[("MR.Q state", 100_000)]["dmc/reacher-easy"] == 940 and t[("MR.Q pixels", 100_000)]["dmc/cheetah-run"] == 254
+    assert set(published.TABLE) == set(published.CURL_TABLE) | set(t) and "MR.Q" in published.CITATION
+    if not REFERENCE_README.exists():
+        return
+    rows = re.findall(r"^\| (\w+) \| (\d+) \| (\d+) \|$", REFERENCE_README.read_text(), re.MULTILINE)
+    assert len(rows) == 6
+    for name, state, pixels in rows:
+        task = next(t for t in TASKS if t.replace("-", "_").endswith(name))
+        assert (t[("MR.Q state", 100_000)][task], t[("MR.Q pixels", 100_000)][task]) == (int(state), int(pixels))
+    # The README's means agree with the per-seed results file at 100k frames (rounded to the nearest integer).
+    per_seed = REFERENCE_README.parent / "mrq_curves" / "dmc_state.csv"
+
+    at_100k: dict[str, list[float]] = {}
+    with per_seed.open() as f:
+        for r in csv.DictReader(f):
+            if int(r["frame"]) == 100_000:
+                at_100k.setdefault("dmc/" + r["task"], []).append(float(r["episode_reward"]))
+    for task, value in t[("MR.Q state", 100_000)].items():
+        assert abs(sum(at_100k[task]) / len(at_100k[task]) - value) <= 1, task
 
 
 def _run(root: Path, task: str, seed: int, final: float, frames: int = 3000, batch: int = 32, size: int = 64) -> None:

@@ -194,7 +194,8 @@ class Run(abc.ABC):
                     self.save_checkpoint()
         if self.guard is not None:
             self.guard.flush()
-        if self.evaluates and (c.evals == 0 or self.frame >= c.next_eval):
+        # The final policy is always evaluated, also when the budget ends between two eval_every marks.
+        if self.evaluates and (c.evals == 0 or c.next_eval - self.cfg.eval_every < self.frame):
             last_eval = self._eval(console.print)
             self.save_checkpoint()
         session = ((self.frame - session_frame, time.perf_counter() - session_start)

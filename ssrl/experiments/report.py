@@ -420,7 +420,7 @@ def plot_improvement(poi: dict[str, list[float]], out: Path) -> list[Path]:
 # ------------------------------------------------------------------------------------------------ published
 def proxy_label(runs: list[Curve], frames: dict[str, float]) -> str | None:
     """``CPU proxy: ...`` when any task in ``frames`` is compared below the published 100k frames (else ``None``)."""
-    low = sorted({int(f) for f in frames.values() if f < min(f for _, f in published.CURL_TABLE)})
+    low = sorted({int(f) for f in frames.values() if f < min(f for _, f in published.TABLE)})
     if not low:
         return None
 
@@ -438,7 +438,7 @@ def compare_published(per_task: dict[str, dict[str, Any]], methods: list[str],
     frame (from ``per_task``) beside the CURL paper's numbers, for the tasks that table covers."""
     rows = {}
     for task, row in per_task.items():
-        paper = {published.column(m, f): v[task] for (m, f), v in published.CURL_TABLE.items() if task in v}
+        paper = {published.column(m, f): v[task] for (m, f), v in published.TABLE.items() if task in v}
         if paper:
             rows[task] = {m: row[m][0] for m in methods + references if m in row} | paper
     return rows
