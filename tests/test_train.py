@@ -69,6 +69,13 @@ def test_run_directory_contents(reference: Path):
     assert state["counters"]["step"] == 375 and set(state["agent"]["optim"]) == {"critic", "actor", "alpha"}
 
 
+def test_the_final_policy_is_evaluated_when_the_budget_ends_between_evals(tmp_path: Path):
+    train(tmp_path, "obs=state", "frames=3000", "eval_every=1500")  # evals due at 0 and 1500 (reached at 2000)
+    assert [int(r["frame"]) for r in rows(tmp_path / "eval.csv")] == [0, 2000, 3000]
+    train(tmp_path / "long", "obs=state", "frames=1000", "eval_every=100000")
+    assert [int(r["frame"]) for r in rows(tmp_path / "long" / "eval.csv")] == [0, 1000]
+
+
 def test_resume_continues_exactly(reference: Path, tmp_path: Path):
     train(tmp_path, "frames=1000")
     assert int(rows(tmp_path / "train.csv")[-1]["frame"]) == 1000
