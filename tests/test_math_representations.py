@@ -1,7 +1,8 @@
 """Representation losses against direct formulas: CURL's InfoNCE with bilinear logits q^T W k (vs
 ``F.cross_entropy(logits, arange(B))`` and a plain log-sum-exp loop), SPR's K-step cosine loss (normalised vectors,
 2 - 2 cos per step, averaged over the batch and summed over the K steps), and the EMA target step
-``target <- tau * online + (1 - tau) * target`` on hand values."""
+``target <- tau * online + (1 - tau) * target`` on hand values, and the collapse detector's effective rank
+(Roy & Vetterli 2007) on matrices with known singular values."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from ssrl.config import CURLConfig, EncoderConfig, SPRConfig
 from ssrl.nn.encoders import make_encoder
 from ssrl.nn.utils import soft_update
+from ssrl.representations.base import collapse, effective_rank, feature_std
 from ssrl.representations.curl import CURL
 from ssrl.representations.spr import SPR
 
@@ -142,3 +144,35 @@ def test_curl_and_spr_targets_move_by_tau_toward_the_online_networks():
     spr.update_targets(enc)
     assert all(torch.allclose(p, torch.full_like(p, 0.25 * 2.0 + 0.75 * -2.0)) for p in spr.target_encoder.parameters())
     assert all(torch.allclose(p, torch.full_like(p, 1.0)) for p in spr.target_projection.parameters())
+
+
+# ------------------------------------------------------------------------------------- collapse detector
+def with_singular_values(values, n=40, d=8, seed=0):
+    """An ``(n, d)`` matrix ``U diag(values) V^T`` with random orthonormal ``U``, ``V``."""
+    g = torch.Generator().manual_seed(seed)
+    u, _ = torch.linalg.qr(torch.randn(n, d, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    s = torch.zeros(d, dtype=torch.float64)
+    s[: len(values)] = torch.tensor(values, dtype=torch.float64)
+    return u @ torch.diag(s) @ v.T
+
+
+def test_effective_rank_is_exp_entropy_of_normalised_singular_values():
+    # singular values (4, 2, 1, 1): p = (1/2, 1/4, 1/8, 1/8), H = 1/2 ln 2 + 1/4 ln 4 + 2/8 ln 8 = 1.75 ln 2
+    assert float(effective_rank(with_singular_values([4.0, 2.0, 1.0, 1.0]))) == pytest.approx(2 ** 1.75, rel=1e-9)
+    for r in (1, 3, 8):  # r equal nonzero singular values: rank r, whatever their size
+        assert float(effective_rank(with_singular_values([2.5] * r)) ) == pytest.approx(r, rel=1e-9)
+    assert float(effective_rank(torch.zeros(5, 3))) == 0.0
+    x = torch.randn(30, 6, dtype=torch.float64)  # invariant to scale and to rotations of the feature space
+    q, _ = torch.linalg.qr(torch.randn(6, 6, dtype=torch.float64))
+    assert float(effective_rank(7 * x @ q)) == pytest.approx(float(effective_rank(x)), rel=1e-9)
+
+
+def test_collapse_detector_names_what_collapsed():
+    healthy = torch.randn(64, 50).tanh()
+    assert collapse(healthy) == [] and float(feature_std(healthy)) == pytest.approx(float(healthy.std(0).mean()))
+    one_point = torch.ones(64, 1) * torch.randn(1, 50)  # every input the same feature vector
+    assert len(collapse(one_point)) == 2
+    line = torch.randn(64, 1) @ torch.randn(1, 50)  # spread out, but along one direction
+    reasons = collapse(line)
+    assert len(reasons) == 1 and "effective rank" in reasons[0]

@@ -3,7 +3,11 @@
 * Pixels (MLR, Yu et al. 2022): random spatio-temporal cubes (``cube_time`` steps x ``cube_size``^2 pixels)
   of a ``k+1``-step sequence are blanked; the encoder embeds every masked frame, a small transformer mixes the
   sequence with action tokens, and a projection/prediction head must match (cosine) an EMA target encoder and
-  projection applied to the *unmasked* frames. Masked and unmasked frames get the same augmentation.
+  projection applied to the *unmasked* frames. Masked and unmasked frames get the same augmentation. The
+  projection is BYOL's projector with BatchNorm, as in SPR: with a plain Linear-ReLU-Linear projection the
+  objective trained alone (``ssrl pretrain``, no RL loss) tends to collapse - the loss falls to ~0.01 and a
+  linear probe of the physics state from the encoder gains little or nothing over the random encoder (numbers
+  in tests/test_representations.py's probe test).
 * States: a ``mask_ratio`` fraction of state entries, plus a ``step_mask_ratio`` fraction of whole time
   steps, are zeroed; the transformer output reconstructs the masked entries (MSE in units of each dimension's
   batch std) from the unmasked context and the actions.
@@ -21,7 +25,8 @@ from torch import nn
 
 from ssrl.config import MaskedConfig
 from ssrl.nn.encoders import is_image_space
-from ssrl.nn.utils import frozen_copy, mlp
+from ssrl.nn.heads import project, projector
+from ssrl.nn.utils import frozen_copy
 from ssrl.representations.base import (
     Loss,
     Obs,
@@ -68,7 +73,7 @@ class Masked(Representation):
         self.reconstruct = nn.ModuleDict({k: nn.Linear(width, self.spaces[k].shape[0]) for k in self.state_keys})
         if self.image_keys:
             self.latent_head = nn.Linear(width, dim)
-            self.projection = mlp(dim, width, cfg.projection_dim, depth=1)
+            self.projection = projector(dim, width, cfg.projection_dim)
             self.prediction = nn.Linear(cfg.projection_dim, cfg.projection_dim)
             self.target_encoder = frozen_copy(encoder)
             self.target_projection = frozen_copy(self.projection)
@@ -111,7 +116,7 @@ class Masked(Representation):
 
         loss, metrics = out.new_zeros(()), health(z.detach())
         if self.image_keys:
-            prediction = self.prediction(self.projection(self.latent_head(out)))
+            prediction = self.prediction(project(self.projection, self.latent_head(out)))
             with torch.no_grad():
                 target = self.target_projection(self.target_encoder(self._join(original))).unflatten(0, (b, -1))
             latent = cosine_loss(prediction, target).mean()
