@@ -65,14 +65,15 @@ def main(argv: list[str]) -> int:
     root = multirun.expand(args).root
     s = report.build_report([root], Path("reports") / experiment, ns.reference, ns.reps)
     frames = {t: r["frame"] for t, r in s["per_task"].items()}
-    lines = [f"# {experiment}: {ns.seeds} seed(s), `{' '.join(args)}`", "",
+    shown = [f"suite={suite}", *args[1:]] + ([f"(tasks {ns.tasks})"] if ns.tasks else [])
+    lines = [f"# {experiment}: {ns.seeds} seed(s), `{' '.join(shown)}`", "",
              (f"Wall time {wall / 60:.1f} min for the suite ({ns.jobs} at a time) on {platform.node()} "
              f"({platform.processor() or platform.machine()}); report in reports/{experiment}/.")]
     lines += report.published_markdown(s["published"], frames)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{experiment}.md").write_text("\n".join(lines) + "\n")
     (RESULTS / f"{experiment}.json").write_text(json.dumps(
-        {"command": args, "wall_s": wall, "host": platform.node(), "frames": frames, "per_task": s["per_task"],
+        {"command": shown, "wall_s": wall, "host": platform.node(), "frames": frames, "per_task": s["per_task"],
          "published": s["published"], "aggregate": s["aggregate"]}, indent=2))
     print("\n".join(lines))
     print(f"-> {RESULTS / experiment}.md / .json")
