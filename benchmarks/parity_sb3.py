@@ -9,6 +9,10 @@ For each seed and algorithm, trains
 - ``ssrl-ppo``: ``ssrl train agent=ppo obs=state`` with its defaults (64 batched CPU envs, ``ssrl.envs.make_batched``),
 - ``sb3-ppo``: ``stable_baselines3.PPO("MlpPolicy")`` with SB3's defaults on one ssrl env behind ``VecNormalize``
   (observations and rewards normalised, as ssrl's PPO does and as RL Zoo does for MuJoCo),
+- ``ssrl-ppo-sb3hp`` (``--algos ppo-sb3hp``): ssrl's PPO with SB3's PPO settings (:data:`SSRL_PPO_SB3HP`: one env,
+  2,048-step rollouts, 10 epochs of 64-sample minibatches, lr 3e-4 constant, 64-unit networks, initial log-std 0),
+  which separates the implementation from the defaults (ssrl's are Brax-like, for many envs: 64 envs, 4 epochs
+  of 8 minibatches, i.e. 10x fewer gradient steps per frame than SB3's),
 
 each for ``--frames`` environment frames (action repeat included: the task's default repeat), one torch thread.
 Every final policy is scored the same way: 10 deterministic episodes on a fresh ``ssrl.envs.make(TASK,
@@ -33,6 +37,8 @@ import torch
 RESULTS = Path(__file__).parent / "results"
 EVAL_EPISODES, EVAL_SEED = 10, 10_000
 SSRL_SAC = ["agent=sac", "representation=none", "agent.hidden_dim=256", "agent.batch_size=256"]
+SSRL_PPO_SB3HP = ["agent=ppo", "num_envs=1", "agent.num_steps=2048", "agent.epochs=10", "agent.minibatches=32",
+                  "agent.lr=3e-4", "agent.anneal_lr=false", "agent.hidden_dim=64", "agent.init_log_std=0"]
 
 
 class SB3Actor:
@@ -64,7 +70,7 @@ def score(actor, task: str) -> list[float]:
 
 def train_ssrl(task: str, algo: str, frames: int, seed: int) -> tuple[list[float], float]:
     run_dir = Path("runs") / "parity_sb3" / task.replace("/", "-") / f"ssrl-{algo}" / f"seed{seed}"
-    args = (SSRL_SAC if algo == "sac" else ["agent=ppo"]) + [
+    args = {"sac": SSRL_SAC, "ppo": ["agent=ppo"], "ppo-sb3hp": SSRL_PPO_SB3HP}[algo] + [
         f"env={task}", "obs=state", f"frames={frames}", f"seed={seed}", f"eval_every={frames}", "threads=1",
         "progress=false", f"run_dir={run_dir}"]
     start = time.perf_counter()
@@ -119,7 +125,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("task", help="an ssrl env id, e.g. dmc/cartpole-swingup")
     parser.add_argument("--frames", type=int, default=100_000)
     parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--algos", default="sac,ppo", help="comma list of sac, ppo")
+    parser.add_argument("--algos", default="sac,ppo", help="comma list of sac, ppo, ppo-sb3hp (ssrl only)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     ns = parser.parse_args(argv)
     algos = ns.algos.split(",")
@@ -128,14 +134,15 @@ def main(argv: list[str]) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict]] = {}
     for algo in algos:
-        for lib, train in (("ssrl", train_ssrl), ("sb3", train_sb3)):
+        for lib, train in (("ssrl", train_ssrl), ("sb3", train_sb3))[:1 if algo == "ppo-sb3hp" else 2]:
             for seed in range(ns.seeds):
                 returns, wall = train(ns.task, algo, ns.frames, seed)
                 results.setdefault(f"{lib}-{algo}", []).append({"seed": seed, "returns": returns, "wall_s": wall})
                 print(f"{lib}-{algo} seed {seed}: {np.mean(returns):.1f} ({wall:.0f} s)", flush=True)
                 out.write_text(json.dumps({"task": ns.task, "frames": ns.frames, "host": platform.node(),
                                            "eval": {"episodes": EVAL_EPISODES, "seed": EVAL_SEED},
-                                           "ssrl_sac_overrides": SSRL_SAC, "results": results}, indent=2))
+                                           "ssrl_sac_overrides": SSRL_SAC,
+                                           "ssrl_ppo_sb3hp_overrides": SSRL_PPO_SB3HP, "results": results}, indent=2))
     print(table(results, ns.task, ns.frames))
     print(f"-> {out}")
     return 0
