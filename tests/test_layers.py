@@ -15,7 +15,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "ssrl"
 # Bottom to top. A module's layer is its first-level name under ssrl/ (ssrl/config/schema.py -> "config").
 LAYERS = ["errors", "files", "config", "envs", "nn", "data", "representations", "agents", "runtime", "experiments", "eval",
-          "integrations", "cli"]
+          "integrations", "cli", "__main__"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 
 
