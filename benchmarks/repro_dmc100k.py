@@ -54,7 +54,8 @@ def main(argv: list[str]) -> int:
         chosen = [t if "/" in t else f"dmc/{t}" for t in ns.tasks.split(",")]
         if unknown := [t for t in chosen if t not in tasks]:
             parser.error(f"--tasks: {', '.join(unknown)} not in {suite} ({', '.join(tasks)})")
-        suite_arg = str(Path(tempfile.mkdtemp()) / f"{suite}.yaml")
+        suite_dir = tempfile.TemporaryDirectory()
+        suite_arg = str(Path(suite_dir.name) / f"{suite}.yaml")
         Path(suite_arg).write_text(yaml.safe_dump({"name": suite, "tasks": [{"env": t, **tasks[t]} for t in chosen]},
                                                   sort_keys=False))
     args = [f"suite={suite_arg}", f"agent={ns.agent}", f"representation={ns.representation}", f"seeds={ns.seeds}",
@@ -63,17 +64,22 @@ def main(argv: list[str]) -> int:
     code = multirun.main(args)
     wall = time.perf_counter() - start
     root = multirun.expand(args).root
+    if ns.tasks:
+        suite_dir.cleanup()
     s = report.build_report([root], Path("reports") / experiment, ns.reference, ns.reps)
     frames = {t: r["frame"] for t, r in s["per_task"].items()}
+    metas = [json.loads(p.read_text()) for p in root.glob("*/meta.json")]
+    train_s = sum(m.get("elapsed_s") or 0.0 for m in metas)
     shown = [f"suite={suite}", *args[1:]] + ([f"(tasks {ns.tasks})"] if ns.tasks else [])
     lines = [f"# {experiment}: {ns.seeds} seed(s), `{' '.join(shown)}`", "",
-             (f"Wall time {wall / 60:.1f} min for the suite ({ns.jobs} at a time) on {platform.node()} "
-             f"({platform.processor() or platform.machine()}); report in reports/{experiment}/.")]
+             (f"Wall time {wall / 60:.1f} min for this invocation ({ns.jobs} at a time; finished runs are skipped), "
+              f"{train_s / 60:.0f} min of training summed over the {len(metas)} runs' meta.json, on {platform.node()} "
+              f"({platform.processor() or platform.machine()}); report in reports/{experiment}/.")]
     lines += report.published_markdown(s["published"], frames)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{experiment}.md").write_text("\n".join(lines) + "\n")
     (RESULTS / f"{experiment}.json").write_text(json.dumps(
-        {"command": shown, "wall_s": wall, "host": platform.node(), "frames": frames, "per_task": s["per_task"],
+        {"command": shown, "wall_s": wall, "train_s": train_s, "host": platform.node(), "frames": frames, "per_task": s["per_task"],
          "published": s["published"], "aggregate": s["aggregate"]}, indent=2))
     print("\n".join(lines))
     print(f"-> {RESULTS / experiment}.md / .json")

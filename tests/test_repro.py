@@ -49,7 +49,6 @@ def test_mrq_columns_match_the_reference_readme_and_its_per_seed_results():
         assert (t[("MR.Q state", 100_000)][task], t[("MR.Q pixels", 100_000)][task]) == (int(state), int(pixels))
     # The README's means agree with the per-seed results file at 100k frames (rounded to the nearest integer).
     per_seed = REFERENCE_README.parent / "mrq_curves" / "dmc_state.csv"
-
     at_100k: dict[str, list[float]] = {}
     with per_seed.open() as f:
         for r in csv.DictReader(f):

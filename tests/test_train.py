@@ -72,6 +72,9 @@ def test_run_directory_contents(reference: Path):
 def test_the_final_policy_is_evaluated_when_the_budget_ends_between_evals(tmp_path: Path):
     train(tmp_path, "obs=state", "frames=3000", "eval_every=1500")  # evals due at 0 and 1500 (reached at 2000)
     assert [int(r["frame"]) for r in rows(tmp_path / "eval.csv")] == [0, 2000, 3000]
+    for every in ("1500", "2500"):  # rerunning the finished run (eval_every may change on resume) evaluates nothing
+        train(tmp_path, "obs=state", "frames=3000", f"eval_every={every}")
+    assert [int(r["frame"]) for r in rows(tmp_path / "eval.csv")] == [0, 2000, 3000]
     train(tmp_path / "long", "obs=state", "frames=1000", "eval_every=100000")
     assert [int(r["frame"]) for r in rows(tmp_path / "long" / "eval.csv")] == [0, 1000]
 

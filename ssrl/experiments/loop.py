@@ -33,6 +33,7 @@ class Counters:
 
     evals: int = 0
     next_eval: int = 0
+    last_eval: int = -1  # frame of the latest evaluation (-1: none yet)
     next_checkpoint: int = 0
     elapsed: float = 0.0
 
@@ -140,7 +141,7 @@ class Run(abc.ABC):
         c = self.counters
         returns = self.eval_returns()
         c.evals += 1
-        c.next_eval = self.frame + self.cfg.eval_every
+        c.last_eval, c.next_eval = self.frame, self.frame + self.cfg.eval_every
         row = {"frame": self.frame, **self.counter_columns(), "episode_reward": float(np.mean(returns)),
                "episode_reward_std": float(np.std(returns)), "time": c.elapsed}
         self.logger.log("eval", row)
@@ -194,8 +195,7 @@ class Run(abc.ABC):
                     self.save_checkpoint()
         if self.guard is not None:
             self.guard.flush()
-        # The final policy is always evaluated, also when the budget ends between two eval_every marks.
-        if self.evaluates and (c.evals == 0 or c.next_eval - self.cfg.eval_every < self.frame):
+        if self.evaluates and self.frame > c.last_eval:  # the final policy, also between two eval_every marks
             last_eval = self._eval(console.print)
             self.save_checkpoint()
         session = ((self.frame - session_frame, time.perf_counter() - session_start)
