@@ -1,29 +1,37 @@
-"""Env steps/s of batched dm_control tasks vs Gymnasium vector envs and a Python loop of mj_step.
+"""Env steps/s of batched dm_control tasks against raw MuJoCo physics and Gymnasium's envs, side by side.
 
-    python benchmarks/bench_batched.py [--task dmc/cheetah-run] [--seconds 2] [--warp]
+    python benchmarks/bench_batched.py [--task dmc/cheetah-run] [--physics-tasks all] [--rounds 3] [--seconds 1]
 
-One env step = one control step of one env (action repeat 1), with observation and reward. Rows:
-the batched CPU backend (mujoco.batch on all cores) at several num_envs; Gymnasium SyncVectorEnv and
-AsyncVectorEnv of `ssrl.envs.make(task, obs="state")`; a Python loop of `mujoco.mj_step` over MjData
-(physics only, no observation or reward); MuJoCo Warp on warp's CPU device when installed (--warp);
-and end-to-end PPO training frames/s. All rows are measured in this one run; ratios are against the
-fastest Gymnasium vector env. Prints a table and writes benchmarks/results/batched.json.
+Two tables, every row measured in this one run, alternating within each round (medians over rounds):
+
+1. **vs Gymnasium** (`--task`, action repeat 1; one env step = one control step of one env, with observation
+   and reward): the batched CPU backend (`mujoco.batch` on all cores) at several num_envs; a plain Gymnasium env
+   (`ssrl.envs.make(task, obs="state")`); Gymnasium SyncVectorEnv and AsyncVectorEnv of it; a Python loop of
+   `mujoco.mj_step` over MjData (physics only); MuJoCo Warp on warp's CPU device when installed (--warp);
+   and end-to-end PPO training frames/s. Ratios are to SyncVectorEnv (its faster size).
+2. **vs raw physics** (`--physics-tasks`, each task's default action repeat): `make_batched(task, n)` stepping
+   agent steps against `mujoco.batch.Batch` on the same model, the same threads and the same mj_steps per
+   agent step (action repeat x substeps, one call), writing only `ctrl`: the share of the physics limit the
+   env keeps after observations, rewards, counters and autoreset.
+
+Prints both tables and writes benchmarks/results/batched.json (`--out` to change).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib.util
 import json
 import os
 import platform
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import mujoco
+import mujoco.batch
 import numpy as np
 import torch
 from rich.console import Console
@@ -31,10 +39,11 @@ from rich.table import Table
 
 import ssrl.envs
 from ssrl.config import parse_overrides
-from ssrl.envs.batched import load_model, make_batched
+from ssrl.envs.batched import list_batched_tasks, load_model, make_batched
 from ssrl.experiments.onpolicy import train_ppo
 
 RESULTS = Path(__file__).parent / "results" / "batched.json"
+Stepper = Callable[[], Callable[[], None]]  # builds an env, returns its step function
 
 
 def rate(step: Callable[[], None], envs: int, seconds: float) -> float:
@@ -48,24 +57,49 @@ def rate(step: Callable[[], None], envs: int, seconds: float) -> float:
     return calls * envs / elapsed
 
 
-def batched(task: str, envs: int, seconds: float, backend: str = "cpu") -> float:
-    env = make_batched(task, envs, backend=backend, action_repeat=1, seed=0)
+def batched(task: str, envs: int, backend: str = "cpu", action_repeat: int = 1) -> Callable[[], None]:
+    env = make_batched(task, envs, backend=backend, action_repeat=action_repeat, seed=0)
     env.reset(seed=0)
-    actions = torch.rand(envs, *env.single_action_space.shape) * 2 - 1
-    return rate(lambda: env.step(actions), envs, seconds)
+    actions = torch.rand(envs, *env.single_action_space.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    return lambda: env.step(actions)
 
 
-def gym_vector(task: str, envs: int, seconds: float, kind: str) -> float:
+def raw_physics(task: str, envs: int, action_repeat: int) -> Callable[[], None]:
+    """`mujoco.batch` on the batched env's model and threads, the agent step's mj_steps in one call."""
+    model = load_model(task)
+    probe = make_batched(task, 1, action_repeat=action_repeat)
+    nstep, threads = probe.substeps * action_repeat, min(os.cpu_count() or 1, envs)
+    batch = mujoco.batch.Batch(model, envs, threads, persistent=True)
+    ctrl = batch.bind("ctrl")
+    actions = np.random.default_rng(0).uniform(-1, 1, ctrl.shape)
+
+    def step() -> None:
+        ctrl[:] = actions
+        batch.step(nstep=nstep, stage=mujoco.mjtStage.mjSTAGE_VEL)
+
+    return step
+
+
+def gym_env(task: str) -> Callable[[], None]:
+    env = ssrl.envs.make(task, obs="state", action_repeat=1, seed=0)
+    env.reset(seed=0)
+    action = np.random.default_rng(0).uniform(-1, 1, env.action_space.shape).astype(np.float32)
+
+    def step() -> None:
+        if any(env.step(action)[2:4]):
+            env.reset()
+
+    return step
+
+
+def gym_vector(task: str, envs: int, kind: str) -> Callable[[], None]:
     env = ssrl.envs.make_vec(task, envs, vectorization=kind, obs="state", action_repeat=1, seed=0)
     env.reset(seed=0)
     actions = np.random.default_rng(0).uniform(-1, 1, env.action_space.shape).astype(np.float32)
-    try:
-        return rate(lambda: env.step(actions), envs, seconds)
-    finally:
-        env.close()
+    return lambda: env.step(actions)
 
 
-def mj_step_loop(task: str, envs: int, seconds: float) -> float:
+def mj_step_loop(task: str, envs: int) -> Callable[[], None]:
     model = load_model(task)
     data = [mujoco.MjData(model) for _ in range(envs)]
 
@@ -73,7 +107,7 @@ def mj_step_loop(task: str, envs: int, seconds: float) -> float:
         for d in data:
             mujoco.mj_step(model, d)
 
-    return rate(step, envs, seconds)
+    return step
 
 
 def ppo_frames_per_second(task: str, envs: int, frames: int) -> float:
@@ -83,57 +117,89 @@ def ppo_frames_per_second(task: str, envs: int, frames: int) -> float:
         return float(train_ppo(cfg, verbose=False)[-1]["fps"])
 
 
+def measure(rows: dict[str, tuple[int, Stepper]], rounds: int, seconds: float) -> dict[str, float]:
+    """Median steps/s per row over `rounds`; each round builds and times every row, in alternating order."""
+    samples: dict[str, list[float]] = {name: [] for name in rows}
+    for r in range(rounds):
+        for name in list(rows) if r % 2 == 0 else reversed(list(rows)):
+            envs, build = rows[name]
+            samples[name].append(rate(build(), envs, seconds))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="dmc/cheetah-run")
-    parser.add_argument("--seconds", type=float, default=2.0, help="timing window per row")
-    parser.add_argument("--num-envs", default="1,16,64,256,1024", help="batched num_envs, comma-separated")
+    parser.add_argument("--seconds", type=float, default=1.0, help="timing window per row and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--num-envs", default="1,16,64,256,1024,4096", help="batched num_envs, comma-separated")
+    parser.add_argument("--physics-tasks", default="all", help="tasks of the raw-physics table ('all' or ids)")
+    parser.add_argument("--physics-envs", default="256,1024", help="num_envs of the raw-physics table")
     parser.add_argument("--warp", action="store_true", help="also time MuJoCo Warp on warp's CPU device")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    sizes = [int(n) for n in args.num_envs.split(",")]
     torch.set_num_threads(1)  # the physics thread pool owns the cores; torch only handles small tensors
-    s, task = args.seconds, args.task
+    task, s = args.task, args.seconds
+    console = Console(width=130)
 
-    rows: dict[str, tuple[int, Callable[[], float]]] = {}
-    for n in sizes:
-        rows[f"batched cpu, {n} envs"] = (n, functools.partial(batched, task, n, s))
+    rows: dict[str, tuple[int, Stepper]] = {}
+    for n in [int(n) for n in args.num_envs.split(",")]:
+        rows[f"batched cpu, {n} envs"] = (n, lambda n=n: batched(task, n))
+    rows["gymnasium env (ssrl.envs.make), 1 env"] = (1, lambda: gym_env(task))
     for n in (1, 8):
-        rows[f"gymnasium SyncVectorEnv, {n} envs"] = (n, functools.partial(gym_vector, task, n, s, "sync"))
+        rows[f"gymnasium SyncVectorEnv, {n} envs"] = (n, lambda n=n: gym_vector(task, n, "sync"))
     for n in (2, 8):
-        rows[f"gymnasium AsyncVectorEnv, {n} envs"] = (n, functools.partial(gym_vector, task, n, s, "async"))
+        rows[f"gymnasium AsyncVectorEnv, {n} envs"] = (n, lambda n=n: gym_vector(task, n, "async"))
     for n in (64, 256):
-        rows[f"python loop of mj_step (physics only), {n} envs"] = (n, functools.partial(mj_step_loop, task, n, s))
+        rows[f"python loop of mj_step (physics only), {n} envs"] = (n, lambda n=n: mj_step_loop(task, n))
     if args.warp and importlib.util.find_spec("mujoco_warp"):
         for n in (64, 256):
-            rows[f"batched warp (warp CPU device), {n} envs"] = (n, functools.partial(batched, task, n, s, "warp"))
-    ppo_envs = 64
-    rows[f"PPO training, batched cpu, {ppo_envs} envs (frames/s)"] = (
-        ppo_envs, functools.partial(ppo_frames_per_second, task, ppo_envs, 100_000))
-
-    console = Console(width=120)
-    results: dict[str, float] = {}
-    for name, (_, measure) in rows.items():
-        results[name] = measure()
-        console.print(f"{name}: {results[name]:,.0f}")
-    baseline_name = max((k for k in results if k.startswith("gymnasium")), key=results.__getitem__)
+            rows[f"batched warp (warp CPU device), {n} envs"] = (n, lambda n=n: batched(task, n, "warp"))
+    results = measure(rows, args.rounds, s)
+    ppo_name = "PPO training, batched cpu, 64 envs (frames/s)"
+    results[ppo_name] = ppo_frames_per_second(task, 64, 100_000)
+    baseline_name = max((k for k in results if k.startswith("gymnasium SyncVectorEnv")), key=results.__getitem__)
     baseline = results[baseline_name]
-
-    table = Table(title=f"{task}, env steps/s (action repeat 1), {os.cpu_count()} CPUs, torch threads "
-                        f"{torch.get_num_threads()}")  # fmt: skip
+    table = Table(title=f"{task}, env steps/s (action repeat 1), {os.cpu_count()} CPUs, median of {args.rounds}")
     for column in ("runner", "env steps/s", f"x {baseline_name}"):
         table.add_column(column, justify="left" if column == "runner" else "right")
     for name, value in results.items():
         table.add_row(name, f"{value:,.0f}", f"{value / baseline:.1f}")
     console.print(table)
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "task": task, "seconds_per_row": s, "cpus": os.cpu_count(), "machine": platform.machine(),
-        "mujoco": mujoco.__version__, "torch": torch.__version__, "baseline": baseline_name,
+    tasks = list_batched_tasks() if args.physics_tasks == "all" else args.physics_tasks.split(",")
+    sizes = [int(n) for n in args.physics_envs.split(",")]
+    physics: dict[str, dict[str, dict[str, float]]] = {}
+    table = Table(title=f"Batched env vs raw mujoco.batch (same model, threads, mj_steps per agent step; "
+                        f"median of {args.rounds})")  # fmt: skip
+    for column in ("task", "action repeat x substeps", "envs", "env agent steps/s", "raw steps/s", "env / raw"):
+        table.add_column(column, justify="left" if column == "task" else "right")
+    for env_id in tasks:
+        repeat = ssrl.envs.default_action_repeat(env_id)
+        substeps = make_batched(env_id, 1, action_repeat=repeat).substeps
+        for n in sizes:
+            pair = {"env": (n, lambda n=n, e=env_id, r=repeat: batched(e, n, action_repeat=r)),
+                    "raw": (n, lambda n=n, e=env_id, r=repeat: raw_physics(e, n, r))}  # fmt: skip
+            got = measure(pair, args.rounds, s)
+            ratio = got["env"] / got["raw"]
+            physics.setdefault(env_id, {})[str(n)] = {"action_repeat": repeat, "substeps": substeps,
+                                                      "env": round(got["env"], 1), "raw": round(got["raw"], 1),
+                                                      "ratio": round(ratio, 3)}  # fmt: skip
+            table.add_row(env_id, f"{repeat} x {substeps}", str(n), f"{got['env']:,.0f}", f"{got['raw']:,.0f}",
+                          f"{ratio:.0%}")  # fmt: skip
+            console.print(f"{env_id} {n} envs: {ratio:.0%}")
+    console.print(table)
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "task": task, "seconds_per_row": s, "rounds": args.rounds, "cpus": os.cpu_count(),
+        "machine": platform.machine(), "mujoco": mujoco.__version__, "torch": torch.__version__,
+        "baseline": baseline_name,
         "env_steps_per_s": {name: round(value, 1) for name, value in results.items()},
         "ratio_to_baseline": {name: round(value / baseline, 2) for name, value in results.items()},
+        "vs_raw_physics": physics,
     }, indent=2) + "\n")  # fmt: skip
-    console.print(f"wrote {RESULTS}")
+    console.print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def copy_state_into(env: object, batched: object, index: int) -> np.ndarray:
         if physics.model.na:
             physics.data.act[:] = sim.array("act")[index]
         if hasattr(batched.task, "target"):  # type: ignore[attr-defined]
-            physics.named.model.geom_pos["target", :2] = batched.task.target[index].numpy()  # type: ignore
+            physics.named.model.geom_pos["target", :2] = np.asarray(batched.task.target[index])  # type: ignore
     return dmc._state(dmc._env.task.get_observation(physics))
 
 
@@ -56,10 +56,15 @@ def test_tolerance_matches_dm_control() -> None:
         for value_at_margin in [0.0, 0.1, 0.7]:
             if value_at_margin == 0 and sigmoid not in ("cosine", "linear", "quadratic"):
                 continue
-            expected = rewards.tolerance(x, (-0.5, 1.0), 1.5, sigmoid, value_at_margin)
-            got = tolerance(torch.from_numpy(x), (-0.5, 1.0), 1.5, sigmoid, value_at_margin).numpy()
-            np.testing.assert_allclose(got, expected, atol=1e-12, err_msg=sigmoid)
+            for bounds in [(-0.5, 1.0), (-0.5, np.inf), (-np.inf, 1.0)]:
+                expected = rewards.tolerance(x, bounds, 1.5, sigmoid, value_at_margin)
+                got = tolerance(torch.from_numpy(x), bounds, 1.5, sigmoid, value_at_margin).numpy()
+                np.testing.assert_allclose(got, expected, atol=1e-12, err_msg=f"{sigmoid} {bounds}")
+                got = tolerance(x, bounds, 1.5, sigmoid, value_at_margin)  # numpy in, numpy out
+                assert isinstance(got, np.ndarray)
+                np.testing.assert_allclose(got, expected, atol=1e-12, err_msg=f"{sigmoid} {bounds} numpy")
     np.testing.assert_array_equal(tolerance(torch.from_numpy(x), (0, 1)).numpy(), rewards.tolerance(x, (0, 1)))
+    np.testing.assert_array_equal(tolerance(x, (0, 1)), rewards.tolerance(x, (0, 1)))
 
 
 def test_spaces_dtypes_and_conventions() -> None:
@@ -164,3 +169,65 @@ def test_make_batched_is_reachable_from_ssrl_envs() -> None:
     import ssrl.envs
 
     assert ssrl.envs.make_batched is make_batched
+
+
+def _pair(task: str, envs: int, repeat: int, monkeypatch: pytest.MonkeyPatch) -> tuple[object, object]:
+    """The same env twice: stepping chunk by chunk (`CpuSim.repeat`, 2 envs a chunk) and repeat by repeat."""
+    import ssrl.envs.batched.backends as backends
+
+    monkeypatch.setattr(backends, "REPEAT_CHUNK", 2)
+    chunked = make_batched(task, envs, seed=0, action_repeat=repeat, num_threads=1)
+    monkeypatch.setattr(backends, "REPEAT_CHUNK", 10**6)
+    plain = make_batched(task, envs, seed=0, action_repeat=repeat, num_threads=1)
+    assert chunked._records is not None and plain._records is None  # type: ignore[attr-defined]
+    return chunked, plain
+
+
+@pytest.mark.parametrize(("task", "repeat", "steps"), [("dmc/cartpole-swingup", 8, 130), ("dmc/reacher-easy", 4, 20),
+                                                       ("dmc/finger-spin", 2, 20), ("dmc/walker-walk", 2, 10)])  # fmt: skip
+def test_chunked_repeats_equal_repeat_by_repeat(task: str, repeat: int, steps: int,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Bit-identical observations, rewards, ends and episode statistics, across a time limit (cartpole)."""
+    chunked, plain = _pair(task, 5, repeat, monkeypatch)
+    torch.testing.assert_close(chunked.reset(seed=0)[0], plain.reset(seed=0)[0], rtol=0, atol=0)  # type: ignore
+    generator = torch.Generator().manual_seed(0)
+    ends = 0
+    for _ in range(steps):
+        action = torch.rand(5, chunked.single_action_space.shape[0], generator=generator) * 2 - 1  # type: ignore
+        got, expected = chunked.step(action), plain.step(action)  # type: ignore
+        for a, b in zip(got[:4], expected[:4], strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        assert got[4].keys() == expected[4].keys()
+        if "episode" in got[4]:
+            ends += 1
+            torch.testing.assert_close(got[4]["final_obs"], expected[4]["final_obs"], rtol=0, atol=0)
+            torch.testing.assert_close(got[4]["episode"]["r"], expected[4]["episode"]["r"], rtol=0, atol=0)
+    assert ends == (1 if task == "dmc/cartpole-swingup" else 0)
+
+
+def test_a_failure_inside_chunked_repeats_restores_and_ends_that_episode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MuJoCo failing on env 3 at the second repeat: the chunked path restores every env and falls back to the
+    repeat-by-repeat loop, so both paths end episode 3 with the first repeat's reward only."""
+    chunked, plain = _pair("dmc/cheetah-run", 5, 4, monkeypatch)
+    for env in (chunked, plain):
+        env.reset(seed=0)  # type: ignore[attr-defined]
+        sim, calls = env.sim, {True: 0, False: 0}  # type: ignore[attr-defined]
+        step = sim.step
+
+        def failing(nstep: int, ids: np.ndarray | None = None, step=step, calls=calls) -> np.ndarray:
+            """Env 3 fails at its second repeat, counted apart for whole-batch and chunk calls."""
+            failed = step(nstep, ids)
+            if ids is None or 3 in ids:
+                calls[ids is None] += 1
+                if calls[ids is None] == 2:
+                    return np.array([3])
+            return failed
+
+        sim.step = failing
+    action = torch.full((5, 6), 0.4)
+    got, expected = chunked.step(action), plain.step(action)  # type: ignore[attr-defined]
+    assert got[2].tolist() == [False, False, False, True, False]
+    for a, b in zip(got[:4], expected[:4], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(got[4]["episode"]["r"], expected[4]["episode"]["r"], rtol=0, atol=0)
+    assert got[4]["episode"]["l"][3] == 1

@@ -162,7 +162,7 @@ def test_mocap_bodies_are_drawn_where_each_env_puts_them() -> None:
     positions = np.array([[-0.4, 0, 0.1], [0, 0, 0.1], [0.4, 0, 0.1]])
     sim.array("mocap_pos")[:] = positions.reshape(sim.array("mocap_pos").shape)
     sim.array("mocap_quat")[..., 0] = 1
-    task = Task(model, 3, sim.device)
+    task = Task(sim)
     pool = GLPool(model, 3, 32, 0, "fast", scene_fields(sim, task))
     frames = pool.render(sim, task, np.arange(3))
     reference, data = SceneRenderer(model, 32, 0, "fast"), mujoco.MjData(model)

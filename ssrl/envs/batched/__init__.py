@@ -113,7 +113,7 @@ def make_batched(
     model = load_model(env_id)
     task_cls, kwargs = TASKS[name]
     sim, init_sim = make_sim(model, num_envs, backend, device, num_threads)
-    task = task_cls(model, num_envs, sim.device, **kwargs)
+    task = task_cls(sim, **kwargs)
     with gl.context_errors():
         from dm_control import suite
     control_timestep = suite.load(domain, task_name).control_timestep()

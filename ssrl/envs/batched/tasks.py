@@ -1,4 +1,4 @@
-"""dm_control suite tasks with observations and rewards computed in batch (torch, any device).
+"""dm_control suite tasks with observations and rewards computed in batch, on the simulator's own arrays.
 
 Each task mirrors its dm_control definition (`dm_control/suite/<domain>.py`): the same MJCF model,
 the same observation entries in the same order (flattened as `ssrl.envs.make(..., obs="state")` does)
@@ -64,10 +64,18 @@ def randomize_without_contacts(
 
 
 class Task:
-    """A dm_control task over `num_envs` envs; subclasses define observe, reward and initialize."""
+    """A dm_control task over `num_envs` envs; subclasses define observe, reward and initialize.
 
-    def __init__(self, model: mujoco.MjModel, num_envs: int, device: torch.device) -> None:
-        self.model, self.num_envs, self.device = model, num_envs, device
+    `observe` and `reward` read the simulator's live arrays (`sim.array`: numpy on the cpu backend, torch
+    on warp) with the operations numpy and torch share (`self.xp` is the module), and return that type: on
+    the CPU, numpy's per-call cost is a few times lower than torch's for the small arrays of a step.
+    """
+
+    # Attributes holding per-env episode state ((num_envs, ...) arrays), saved with the env's state.
+    episode_state: tuple[str, ...] = ()
+
+    def __init__(self, sim: Any) -> None:
+        self.model, self.num_envs, self.xp, self.device = sim.model, sim.num_envs, sim.xp, sim.device
 
     @staticmethod
     def mjcf(domain: str, **kwargs: Any) -> tuple[str | bytes, dict[str, bytes]]:
@@ -92,11 +100,11 @@ class Task:
         """Writes fresh episode states of `ids` into `sim` (already reset; `forward` follows)."""
         randomize_limited_and_rotational_joints(self.model, sim.array("qpos"), ids, rng)
 
-    def observe(self, sim: Any) -> torch.Tensor:
+    def observe(self, sim: Any) -> Any:
         """(num_envs, obs_dim) observations, dm_control's entries concatenated in order."""
         raise NotImplementedError
 
-    def reward(self, sim: Any) -> torch.Tensor:
+    def reward(self, sim: Any) -> Any:
         """(num_envs,) rewards of the current state."""
         raise NotImplementedError
 
@@ -119,9 +127,8 @@ class Task:
 class Cartpole(Task):
     """cartpole-{balance,swingup}[_sparse]."""
 
-    def __init__(self, model: mujoco.MjModel, num_envs: int, device: torch.device, *, swing_up: bool,
-                 sparse: bool) -> None:  # fmt: skip
-        super().__init__(model, num_envs, device)
+    def __init__(self, sim: Any, *, swing_up: bool, sparse: bool) -> None:
+        super().__init__(sim)
         self.swing_up, self.sparse = swing_up, sparse
         self.slider = self._qpos("slider")
 
@@ -136,19 +143,19 @@ class Cartpole(Task):
             qpos[ids, 1:] = rng.uniform(-0.034, 0.034, (n, nv - 1))
         qvel[ids] = 0.01 * rng.standard_normal((n, nv))
 
-    def observe(self, sim: Any) -> torch.Tensor:
-        poles = sim.tensor("xmat")[:, 2:][..., [8, 2]].flatten(1)  # zz, xz per pole
-        return torch.cat([sim.tensor("qpos")[:, self.slider : self.slider + 1], poles, sim.tensor("qvel")], 1)
+    def observe(self, sim: Any) -> Any:
+        poles = sim.array("xmat")[:, 2:][..., [8, 2]].reshape(self.num_envs, -1)  # zz, xz per pole
+        return self.xp.concat([sim.array("qpos")[:, self.slider : self.slider + 1], poles, sim.array("qvel")], 1)
 
-    def reward(self, sim: Any) -> torch.Tensor:
-        cart, cosine = sim.tensor("qpos")[:, self.slider], sim.tensor("xmat")[:, 2:, 8]
+    def reward(self, sim: Any) -> Any:
+        cart, cosine = sim.array("qpos")[:, self.slider], sim.array("xmat")[:, 2:, 8]
         if self.sparse:
             return tolerance(cart, (-0.25, 0.25)) * tolerance(cosine, (0.995, 1)).prod(1)
         upright = (cosine + 1) / 2
         centered = (1 + tolerance(cart, margin=2)) / 2
-        control = tolerance(sim.tensor("ctrl")[:, 0], margin=1, value_at_margin=0, sigmoid="quadratic")
+        control = tolerance(sim.array("ctrl")[:, 0], margin=1, value_at_margin=0, sigmoid="quadratic")
         small_control = (4 + control) / 5
-        small_velocity = (1 + tolerance(sim.tensor("qvel")[:, 1:], margin=5).amin(1)) / 2
+        small_velocity = (1 + self.xp.amin(tolerance(sim.array("qvel")[:, 1:], margin=5), 1)) / 2
         return upright.mean(1) * small_control * small_velocity * centered
 
 
@@ -163,35 +170,39 @@ class Cheetah(Task):
         sim.settle(ids, 200)  # "Stabilize the model before the actual simulation."
         sim.array("time")[ids] = 0
 
-    def observe(self, sim: Any) -> torch.Tensor:
-        return torch.cat([sim.tensor("qpos")[:, 1:], sim.tensor("qvel")], 1)
+    def observe(self, sim: Any) -> Any:
+        return self.xp.concat([sim.array("qpos")[:, 1:], sim.array("qvel")], 1)
 
-    def reward(self, sim: Any) -> torch.Tensor:
-        speed = sim.tensor("sensordata")[:, self._sensor("torso_subtreelinvel")[0]]
+    def __init__(self, sim: Any) -> None:
+        super().__init__(sim)
+        self.speed = self._sensor("torso_subtreelinvel")[0]
+
+    def reward(self, sim: Any) -> Any:
+        speed = sim.array("sensordata")[:, self.speed]
         return tolerance(speed, (10, INF), margin=10, value_at_margin=0, sigmoid="linear")
 
 
 class Walker(Task):
     """walker-{stand,walk,run}."""
 
-    def __init__(self, model: mujoco.MjModel, num_envs: int, device: torch.device, *, move_speed: float) -> None:
-        super().__init__(model, num_envs, device)
+    def __init__(self, sim: Any, *, move_speed: float) -> None:
+        super().__init__(sim)
         self.move_speed = move_speed
         self.torso = self._body("torso")
         self.speed = self._sensor("torso_subtreelinvel")[0]
 
-    def observe(self, sim: Any) -> torch.Tensor:
-        orientations = sim.tensor("xmat")[:, 1:][..., [0, 2]].flatten(1)  # xx, xz per body
-        height = sim.tensor("xpos")[:, self.torso, 2:3]
-        return torch.cat([orientations, height, sim.tensor("qvel")], 1)
+    def observe(self, sim: Any) -> Any:
+        orientations = sim.array("xmat")[:, 1:][..., [0, 2]].reshape(self.num_envs, -1)  # xx, xz per body
+        height = sim.array("xpos")[:, self.torso, 2:3]
+        return self.xp.concat([orientations, height, sim.array("qvel")], 1)
 
-    def reward(self, sim: Any) -> torch.Tensor:
-        standing = tolerance(sim.tensor("xpos")[:, self.torso, 2], (1.2, INF), margin=0.6)
-        upright = (1 + sim.tensor("xmat")[:, self.torso, 8]) / 2
+    def reward(self, sim: Any) -> Any:
+        standing = tolerance(sim.array("xpos")[:, self.torso, 2], (1.2, INF), margin=0.6)
+        upright = (1 + sim.array("xmat")[:, self.torso, 8]) / 2
         stand = (3 * standing + upright) / 4
         if self.move_speed == 0:
             return stand
-        move = tolerance(sim.tensor("sensordata")[:, self.speed], (self.move_speed, INF),
+        move = tolerance(sim.array("sensordata")[:, self.speed], (self.move_speed, INF),
                          margin=self.move_speed / 2, value_at_margin=0.5, sigmoid="linear")  # fmt: skip
         return stand * (5 * move + 1) / 6
 
@@ -199,14 +210,17 @@ class Walker(Task):
 class Reacher(Task):
     """reacher-{easy,hard}; the target (a world geom) lives in `self.target`, one per env."""
 
-    def __init__(self, model: mujoco.MjModel, num_envs: int, device: torch.device, *, target_size: float) -> None:
-        super().__init__(model, num_envs, device)
+    episode_state = ("target",)
+
+    def __init__(self, sim: Any, *, target_size: float) -> None:
+        super().__init__(sim)
+        model = self.model
         self.target_size = target_size
         self.finger = int(model.geom("finger").id)
         self.radii = target_size + float(model.geom("finger").size[0])
-        self.target = torch.zeros(num_envs, 2, device=device)
+        self.target = self.xp.zeros_like(sim.array("qpos")[:, :2])  # (num_envs, 2)
         self._target_geom = int(model.geom("target").id)
-        self._geom_pos = torch.as_tensor(model.geom_pos, device=device)
+        self._geom_pos = torch.as_tensor(model.geom_pos, device=self.device)
 
     @staticmethod
     def configure(model: mujoco.MjModel, **kwargs: Any) -> None:
@@ -217,31 +231,31 @@ class Reacher(Task):
         angle = rng.uniform(0, 2 * np.pi, len(ids))
         radius = rng.uniform(0.05, 0.20, len(ids))
         target = np.stack([radius * np.sin(angle), radius * np.cos(angle)], 1)
-        self.target[torch.as_tensor(ids, device=self.device)] = torch.as_tensor(target, dtype=torch.float32).to(
-            self.device
-        )
+        if self.xp is np:
+            self.target[ids] = target.astype(np.float32)  # float32 targets, as on the warp backend
+        else:
+            self.target[torch.as_tensor(ids, device=self.device)] = torch.as_tensor(target).to(self.target)
 
-    def _to_target(self, sim: Any) -> torch.Tensor:
-        finger = sim.tensor("geom_xpos")[:, self.finger, :2]
-        return self.target.to(finger.dtype) - finger
+    def _to_target(self, sim: Any) -> Any:
+        return self.target - sim.array("geom_xpos")[:, self.finger, :2]
 
-    def observe(self, sim: Any) -> torch.Tensor:
-        return torch.cat([sim.tensor("qpos"), self._to_target(sim), sim.tensor("qvel")], 1)
+    def observe(self, sim: Any) -> Any:
+        return self.xp.concat([sim.array("qpos"), self._to_target(sim), sim.array("qvel")], 1)
 
     def look(self) -> dict[str, torch.Tensor]:
         geom_pos = self._geom_pos.repeat(self.num_envs, 1, 1)
-        geom_pos[:, self._target_geom, :2] = self.target.to(geom_pos.dtype)
+        geom_pos[:, self._target_geom, :2] = torch.as_tensor(self.target).to(geom_pos)
         return {"model.geom_pos": geom_pos}
 
-    def reward(self, sim: Any) -> torch.Tensor:
-        return tolerance(self._to_target(sim).norm(dim=1), (0, self.radii))
+    def reward(self, sim: Any) -> Any:
+        return tolerance(_norm(self._to_target(sim)), (0, self.radii))
 
 
 class FingerSpin(Task):
     """finger-spin."""
 
-    def __init__(self, model: mujoco.MjModel, num_envs: int, device: torch.device) -> None:
-        super().__init__(model, num_envs, device)
+    def __init__(self, sim: Any) -> None:
+        super().__init__(sim)
         self.position = self._sensor("proximal", "distal")
         self.tip, self.spinner = self._sensor("tip"), self._sensor("spinner")
         self.velocity = self._sensor("proximal_velocity", "distal_velocity", "hinge_velocity")
@@ -256,50 +270,59 @@ class FingerSpin(Task):
     def initialize(self, sim: CpuSim, ids: np.ndarray, rng: np.random.Generator) -> None:
         randomize_without_contacts(sim, ids, rng)
 
-    def observe(self, sim: Any) -> torch.Tensor:
-        data = sim.tensor("sensordata")
+    def observe(self, sim: Any) -> Any:
+        data = sim.array("sensordata")
         tip = data[:, [self.tip[0], self.tip[2]]] - data[:, [self.spinner[0], self.spinner[2]]]
-        return torch.cat([data[:, self.position], tip, data[:, self.velocity], torch.log1p(data[:, self.touch])], 1)
+        return self.xp.concat(
+            [data[:, self.position], tip, data[:, self.velocity], self.xp.log1p(data[:, self.touch])], 1
+        )
 
-    def reward(self, sim: Any) -> torch.Tensor:
-        return (sim.tensor("sensordata")[:, self.hinge_velocity] <= -15.0).to(sim.tensor("qpos").dtype)
+    def reward(self, sim: Any) -> Any:
+        return (sim.array("sensordata")[:, self.hinge_velocity] <= -15.0) * 1.0
 
 
 class Hopper(Task):
     """hopper-{stand,hop}."""
 
-    def __init__(self, model: mujoco.MjModel, num_envs: int, device: torch.device, *, hopping: bool) -> None:
-        super().__init__(model, num_envs, device)
+    def __init__(self, sim: Any, *, hopping: bool) -> None:
+        super().__init__(sim)
         self.hopping = hopping
         self.torso, self.foot = self._body("torso"), self._body("foot")
         self.speed = self._sensor("torso_subtreelinvel")[0]
         self.touch = self._sensor("touch_toe", "touch_heel")
 
-    def observe(self, sim: Any) -> torch.Tensor:
-        touch = torch.log1p(sim.tensor("sensordata")[:, self.touch])
-        return torch.cat([sim.tensor("qpos")[:, 1:], sim.tensor("qvel"), touch], 1)
+    def observe(self, sim: Any) -> Any:
+        touch = self.xp.log1p(sim.array("sensordata")[:, self.touch])
+        return self.xp.concat([sim.array("qpos")[:, 1:], sim.array("qvel"), touch], 1)
 
-    def reward(self, sim: Any) -> torch.Tensor:
-        xipos = sim.tensor("xipos")
+    def reward(self, sim: Any) -> Any:
+        xipos = sim.array("xipos")
         standing = tolerance(xipos[:, self.torso, 2] - xipos[:, self.foot, 2], (0.6, 2))
         if self.hopping:
-            hopping = tolerance(sim.tensor("sensordata")[:, self.speed], (2, INF), margin=1, value_at_margin=0.5,
+            hopping = tolerance(sim.array("sensordata")[:, self.speed], (2, INF), margin=1, value_at_margin=0.5,
                                 sigmoid="linear")  # fmt: skip
             return standing * hopping
-        control = tolerance(sim.tensor("ctrl"), margin=1, value_at_margin=0, sigmoid="quadratic").mean(1)
+        control = tolerance(sim.array("ctrl"), margin=1, value_at_margin=0, sigmoid="quadratic").mean(1)
         return standing * (control + 4) / 5
 
 
-def _in_frame(vectors: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+def _in_frame(vectors: Any, frame: Any) -> Any:
     """dm_control's `vectors.dot(frame)`: (N, K, 3) world vectors in a body frame given as (N, 9) xmat."""
-    return torch.einsum("nki,nij->nkj", vectors, frame.reshape(-1, 3, 3))
+    xp = torch if isinstance(vectors, torch.Tensor) else np
+    return xp.einsum("nki,nij->nkj", vectors, frame.reshape(-1, 3, 3))
+
+
+def _norm(vectors: Any) -> Any:
+    """Euclidean norms of the rows of (N, K) vectors."""
+    return (vectors * vectors).sum(1) ** 0.5
 
 
 class Quadruped(Task):
     """quadruped-{walk,run} (dm_control's `Move`)."""
 
-    def __init__(self, model: mujoco.MjModel, num_envs: int, device: torch.device, *, speed: float) -> None:
-        super().__init__(model, num_envs, device)
+    def __init__(self, sim: Any, *, speed: float) -> None:
+        super().__init__(sim)
+        model = self.model
         self.speed = speed
         self.torso, self.root = self._body("torso"), self._qpos("root")
         hinges = np.flatnonzero(model.jnt_type == int(mujoco.mjtJoint.mjJNT_HINGE))
@@ -340,19 +363,19 @@ class Quadruped(Task):
                 return
         raise RuntimeError("Failed to find a non-contacting configuration.")
 
-    def observe(self, sim: Any) -> torch.Tensor:
-        data = sim.tensor("sensordata")
-        act = sim.tensor("act")
-        return torch.cat([
-            sim.tensor("qpos")[:, self.hinge_qpos], sim.tensor("qvel")[:, self.hinge_qvel], act,
-            data[:, self.velocimeter], sim.tensor("xmat")[:, self.torso, 8:9], data[:, self.imu],
-            torch.asinh(data[:, self.force_torque]),
+    def observe(self, sim: Any) -> Any:
+        data = sim.array("sensordata")
+        act = sim.array("act")
+        return self.xp.concat([
+            sim.array("qpos")[:, self.hinge_qpos], sim.array("qvel")[:, self.hinge_qvel], act,
+            data[:, self.velocimeter], sim.array("xmat")[:, self.torso, 8:9], data[:, self.imu],
+            self.xp.asinh(data[:, self.force_torque]),
         ], 1)  # fmt: skip
 
-    def reward(self, sim: Any) -> torch.Tensor:
-        upright = tolerance(sim.tensor("xmat")[:, self.torso, 8], (1.0, INF), sigmoid="linear", margin=2.0,
+    def reward(self, sim: Any) -> Any:
+        upright = tolerance(sim.array("xmat")[:, self.torso, 8], (1.0, INF), sigmoid="linear", margin=2.0,
                             value_at_margin=0)  # fmt: skip
-        forward = sim.tensor("sensordata")[:, self.velocimeter[0]]
+        forward = sim.array("sensordata")[:, self.velocimeter[0]]
         move = tolerance(forward, (self.speed, INF), margin=self.speed, value_at_margin=0.5, sigmoid="linear")
         return upright * move
 
@@ -360,8 +383,8 @@ class Quadruped(Task):
 class Humanoid(Task):
     """humanoid-{stand,walk,run} (features, not `pure_state`)."""
 
-    def __init__(self, model: mujoco.MjModel, num_envs: int, device: torch.device, *, move_speed: float) -> None:
-        super().__init__(model, num_envs, device)
+    def __init__(self, sim: Any, *, move_speed: float) -> None:
+        super().__init__(sim)
         self.move_speed = move_speed
         self.torso, self.head = self._body("torso"), self._body("head")
         self.limbs = [self._body(f"{side}_{limb}") for side in ("left", "right") for limb in ("hand", "foot")]
@@ -370,24 +393,24 @@ class Humanoid(Task):
     def initialize(self, sim: CpuSim, ids: np.ndarray, rng: np.random.Generator) -> None:
         randomize_without_contacts(sim, ids, rng, max_attempts=100_000)  # dm_control: no limit
 
-    def observe(self, sim: Any) -> torch.Tensor:
-        xpos, xmat = sim.tensor("xpos"), sim.tensor("xmat")
+    def observe(self, sim: Any) -> Any:
+        xpos, xmat = sim.array("xpos"), sim.array("xmat")
         extremities = _in_frame(xpos[:, self.limbs] - xpos[:, self.torso : self.torso + 1], xmat[:, self.torso])
-        return torch.cat([
-            sim.tensor("qpos")[:, 7:], xpos[:, self.head, 2:3], extremities.flatten(1),
-            xmat[:, self.torso, 6:9], sim.tensor("sensordata")[:, self.com_velocity], sim.tensor("qvel"),
+        return self.xp.concat([
+            sim.array("qpos")[:, 7:], xpos[:, self.head, 2:3], extremities.reshape(self.num_envs, -1),
+            xmat[:, self.torso, 6:9], sim.array("sensordata")[:, self.com_velocity], sim.array("qvel"),
         ], 1)  # fmt: skip
 
-    def reward(self, sim: Any) -> torch.Tensor:
-        xmat = sim.tensor("xmat")
-        standing = tolerance(sim.tensor("xpos")[:, self.head, 2], (1.4, INF), margin=1.4 / 4)
+    def reward(self, sim: Any) -> Any:
+        xmat = sim.array("xmat")
+        standing = tolerance(sim.array("xpos")[:, self.head, 2], (1.4, INF), margin=1.4 / 4)
         upright = tolerance(xmat[:, self.torso, 8], (0.9, INF), sigmoid="linear", margin=1.9, value_at_margin=0)
-        control = tolerance(sim.tensor("ctrl"), margin=1, value_at_margin=0, sigmoid="quadratic").mean(1)
+        control = tolerance(sim.array("ctrl"), margin=1, value_at_margin=0, sigmoid="quadratic").mean(1)
         small_control = (4 + control) / 5
-        horizontal = sim.tensor("sensordata")[:, self.com_velocity[:2]]
+        horizontal = sim.array("sensordata")[:, self.com_velocity[:2]]
         if self.move_speed == 0:
             return small_control * standing * upright * tolerance(horizontal, margin=2).mean(1)
-        move = tolerance(horizontal.norm(dim=1), (self.move_speed, INF), margin=self.move_speed, value_at_margin=0,
+        move = tolerance(_norm(horizontal), (self.move_speed, INF), margin=self.move_speed, value_at_margin=0,
                          sigmoid="linear")  # fmt: skip
         return small_control * standing * upright * (5 * move + 1) / 6
 
