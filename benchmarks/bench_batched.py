@@ -7,7 +7,7 @@ Two tables, every row measured in this one run, alternating within each round (m
 1. **vs Gymnasium** (`--task`, action repeat 1; one env step = one control step of one env, with observation
    and reward): the batched CPU backend (`mujoco.batch` on all cores) at several num_envs; a plain Gymnasium env
    (`ssrl.envs.make(task, obs="state")`); Gymnasium SyncVectorEnv and AsyncVectorEnv of it; a Python loop of
-   `mujoco.mj_step` over MjData (physics only); MuJoCo Warp on warp's CPU device when installed (--warp);
+   `mujoco.mj_step` over MjData (physics only); MuJoCo Warp when installed (--warp, on --warp-device);
    and end-to-end PPO training frames/s. Ratios are to SyncVectorEnv (its faster size).
 2. **vs raw physics** (`--physics-tasks`, each task's default action repeat): `make_batched(task, n)` stepping
    agent steps against `mujoco.batch.Batch` on the same model, the same threads and the same mj_steps per
@@ -43,7 +43,7 @@ from ssrl.envs.batched import list_batched_tasks, load_model, make_batched
 from ssrl.experiments.onpolicy import train_ppo
 
 RESULTS = Path(__file__).parent / "results" / "batched.json"
-Stepper = Callable[[], Callable[[], None]]  # builds an env, returns its step function
+Stepper = Callable[[], None]  # one step of a built env
 
 
 def rate(step: Callable[[], None], envs: int, seconds: float) -> float:
@@ -57,14 +57,15 @@ def rate(step: Callable[[], None], envs: int, seconds: float) -> float:
     return calls * envs / elapsed
 
 
-def batched(task: str, envs: int, backend: str = "cpu", action_repeat: int = 1) -> Callable[[], None]:
-    env = make_batched(task, envs, backend=backend, action_repeat=action_repeat, seed=0)
+def batched(task: str, envs: int, backend: str = "cpu", action_repeat: int = 1, device: str = "cpu") -> Stepper:
+    env = make_batched(task, envs, backend=backend, action_repeat=action_repeat, seed=0, device=device)
     env.reset(seed=0)
     actions = torch.rand(envs, *env.single_action_space.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    return lambda: env.step(actions)
+    actions = actions.to(device)
+    return lambda: env.step(actions)  # the step reads its done flags on the host: synchronised
 
 
-def raw_physics(task: str, envs: int, action_repeat: int) -> Callable[[], None]:
+def raw_physics(task: str, envs: int, action_repeat: int) -> Stepper:
     """`mujoco.batch` on the batched env's model and threads, the agent step's mj_steps in one call."""
     model = load_model(task)
     probe = make_batched(task, 1, action_repeat=action_repeat)
@@ -80,7 +81,7 @@ def raw_physics(task: str, envs: int, action_repeat: int) -> Callable[[], None]:
     return step
 
 
-def gym_env(task: str) -> Callable[[], None]:
+def gym_env(task: str) -> Stepper:
     env = ssrl.envs.make(task, obs="state", action_repeat=1, seed=0)
     env.reset(seed=0)
     action = np.random.default_rng(0).uniform(-1, 1, env.action_space.shape).astype(np.float32)
@@ -92,14 +93,14 @@ def gym_env(task: str) -> Callable[[], None]:
     return step
 
 
-def gym_vector(task: str, envs: int, kind: str) -> Callable[[], None]:
+def gym_vector(task: str, envs: int, kind: str) -> Stepper:
     env = ssrl.envs.make_vec(task, envs, vectorization=kind, obs="state", action_repeat=1, seed=0)
     env.reset(seed=0)
     actions = np.random.default_rng(0).uniform(-1, 1, env.action_space.shape).astype(np.float32)
     return lambda: env.step(actions)
 
 
-def mj_step_loop(task: str, envs: int) -> Callable[[], None]:
+def mj_step_loop(task: str, envs: int) -> Stepper:
     model = load_model(task)
     data = [mujoco.MjData(model) for _ in range(envs)]
 
@@ -117,7 +118,7 @@ def ppo_frames_per_second(task: str, envs: int, frames: int) -> float:
         return float(train_ppo(cfg, verbose=False)[-1]["fps"])
 
 
-def measure(rows: dict[str, tuple[int, Stepper]], rounds: int, seconds: float) -> dict[str, float]:
+def measure(rows: dict[str, tuple[int, Callable[[], Stepper]]], rounds: int, seconds: float) -> dict[str, float]:
     """Median steps/s per row over `rounds`; each round builds and times every row, in alternating order."""
     samples: dict[str, list[float]] = {name: [] for name in rows}
     for r in range(rounds):
@@ -135,14 +136,16 @@ def main() -> None:
     parser.add_argument("--num-envs", default="1,16,64,256,1024,4096", help="batched num_envs, comma-separated")
     parser.add_argument("--physics-tasks", default="all", help="tasks of the raw-physics table ('all' or ids)")
     parser.add_argument("--physics-envs", default="256,1024", help="num_envs of the raw-physics table")
-    parser.add_argument("--warp", action="store_true", help="also time MuJoCo Warp on warp's CPU device")
+    parser.add_argument("--warp", action="store_true", help="also time MuJoCo Warp (on --warp-device)")
+    parser.add_argument("--warp-device", default="cpu", help="'cpu' (warp's CPU device) or 'cuda'")
+    parser.add_argument("--warp-envs", default="64,256", help="num_envs of the warp rows")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(1)  # the physics thread pool owns the cores; torch only handles small tensors
     task, s = args.task, args.seconds
     console = Console(width=130)
 
-    rows: dict[str, tuple[int, Stepper]] = {}
+    rows: dict[str, tuple[int, Callable[[], Stepper]]] = {}
     for n in [int(n) for n in args.num_envs.split(",")]:
         rows[f"batched cpu, {n} envs"] = (n, lambda n=n: batched(task, n))
     rows["gymnasium env (ssrl.envs.make), 1 env"] = (1, lambda: gym_env(task))
@@ -153,8 +156,9 @@ def main() -> None:
     for n in (64, 256):
         rows[f"python loop of mj_step (physics only), {n} envs"] = (n, lambda n=n: mj_step_loop(task, n))
     if args.warp and importlib.util.find_spec("mujoco_warp"):
-        for n in (64, 256):
-            rows[f"batched warp (warp CPU device), {n} envs"] = (n, lambda n=n: batched(task, n, "warp"))
+        device = args.warp_device
+        for n in [int(n) for n in args.warp_envs.split(",")]:
+            rows[f"batched warp ({device}), {n} envs"] = (n, lambda n=n: batched(task, n, "warp", device=device))
     results = measure(rows, args.rounds, s)
     ppo_name = "PPO training, batched cpu, 64 envs (frames/s)"
     results[ppo_name] = ppo_frames_per_second(task, 64, 100_000)

@@ -148,6 +148,7 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=300, help="updates per batched timing run")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -173,9 +174,9 @@ def main() -> None:
             table.add_row(r["runner"], str(r["num_envs"]), f"{r['updates_per_env_step']:g}", f"{r['frames_per_s']:,}",
                           f"{r['frames_per_s'] / base:.1f}")
         console.print(table)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    console.print(f"wrote {RESULTS}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    console.print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
