@@ -7,12 +7,14 @@ Two tables, every row measured in this one run, alternating within each round (m
 1. **vs Gymnasium** (`--task`, action repeat 1; one env step = one control step of one env, with observation
    and reward): the batched CPU backend (`mujoco.batch` on all cores) at several num_envs; a plain Gymnasium env
    (`ssrl.envs.make(task, obs="state")`); Gymnasium SyncVectorEnv and AsyncVectorEnv of it; a Python loop of
-   `mujoco.mj_step` over MjData (physics only); MuJoCo Warp when installed (--warp, on --warp-device);
+   `mujoco.mj_step` over MjData and raw `mujoco.batch` (physics only, as in table 2); MuJoCo Warp when installed
+   (--warp, on --warp-device);
    and end-to-end PPO training frames/s. Ratios are to SyncVectorEnv (its faster size).
 2. **vs raw physics** (`--physics-tasks`, each task's default action repeat): `make_batched(task, n)` stepping
    agent steps against `mujoco.batch.Batch` on the same model, the same threads and the same mj_steps per
    agent step (action repeat x substeps, one call), writing only `ctrl`: the share of the physics limit the
-   env keeps after observations, rewards, counters and autoreset.
+   env keeps after observations, rewards, counters and autoreset. A last column times raw physics with one
+   call per control step (what an env that reads rewards between repeats would do call by call).
 
 Prints both tables and writes benchmarks/results/batched.json (`--out` to change).
 """
@@ -65,18 +67,19 @@ def batched(task: str, envs: int, backend: str = "cpu", action_repeat: int = 1, 
     return lambda: env.step(actions)  # the step reads its done flags on the host: synchronised
 
 
-def raw_physics(task: str, envs: int, action_repeat: int) -> Stepper:
-    """`mujoco.batch` on the batched env's model and threads, the agent step's mj_steps in one call."""
+def raw_physics(task: str, envs: int, action_repeat: int, calls: int = 1) -> Stepper:
+    """`mujoco.batch` on the batched env's model and threads, the agent step's mj_steps in `calls` calls."""
     model = load_model(task)
     probe = make_batched(task, 1, action_repeat=action_repeat)
-    nstep, threads = probe.substeps * action_repeat, min(os.cpu_count() or 1, envs)
+    nstep, threads = probe.substeps * action_repeat // calls, min(os.cpu_count() or 1, envs)
     batch = mujoco.batch.Batch(model, envs, threads, persistent=True)
     ctrl = batch.bind("ctrl")
     actions = np.random.default_rng(0).uniform(-1, 1, ctrl.shape)
 
     def step() -> None:
         ctrl[:] = actions
-        batch.step(nstep=nstep, stage=mujoco.mjtStage.mjSTAGE_VEL)
+        for _ in range(calls):
+            batch.step(nstep=nstep, stage=mujoco.mjtStage.mjSTAGE_VEL)
 
     return step
 
@@ -155,6 +158,8 @@ def main() -> None:
         rows[f"gymnasium AsyncVectorEnv, {n} envs"] = (n, lambda n=n: gym_vector(task, n, "async"))
     for n in (64, 256):
         rows[f"python loop of mj_step (physics only), {n} envs"] = (n, lambda n=n: mj_step_loop(task, n))
+    for n in (1024, 4096):
+        rows[f"raw mujoco.batch (physics only), {n} envs"] = (n, lambda n=n: raw_physics(task, n, 1))
     if args.warp and importlib.util.find_spec("mujoco_warp"):
         device = args.warp_device
         for n in [int(n) for n in args.warp_envs.split(",")]:
@@ -176,21 +181,25 @@ def main() -> None:
     physics: dict[str, dict[str, dict[str, float]]] = {}
     table = Table(title=f"Batched env vs raw mujoco.batch (same model, threads, mj_steps per agent step; "
                         f"median of {args.rounds})")  # fmt: skip
-    for column in ("task", "action repeat x substeps", "envs", "env agent steps/s", "raw steps/s", "env / raw"):
+    columns = ("task", "action repeat x substeps", "envs", "env agent steps/s", "raw, one call", "env / raw",
+               "raw, a call per control step")  # fmt: skip
+    for column in columns:
         table.add_column(column, justify="left" if column == "task" else "right")
     for env_id in tasks:
         repeat = ssrl.envs.default_action_repeat(env_id)
         substeps = make_batched(env_id, 1, action_repeat=repeat).substeps
         for n in sizes:
             pair = {"env": (n, lambda n=n, e=env_id, r=repeat: batched(e, n, action_repeat=r)),
-                    "raw": (n, lambda n=n, e=env_id, r=repeat: raw_physics(e, n, r))}  # fmt: skip
+                    "raw": (n, lambda n=n, e=env_id, r=repeat: raw_physics(e, n, r)),
+                    "raw per control step": (n, lambda n=n, e=env_id, r=repeat: raw_physics(e, n, r, calls=r))}
             got = measure(pair, args.rounds, s)
             ratio = got["env"] / got["raw"]
             physics.setdefault(env_id, {})[str(n)] = {"action_repeat": repeat, "substeps": substeps,
                                                       "env": round(got["env"], 1), "raw": round(got["raw"], 1),
-                                                      "ratio": round(ratio, 3)}  # fmt: skip
+                                                      "ratio": round(ratio, 3),
+                                                      "raw_per_control_step": round(got["raw per control step"], 1)}
             table.add_row(env_id, f"{repeat} x {substeps}", str(n), f"{got['env']:,.0f}", f"{got['raw']:,.0f}",
-                          f"{ratio:.0%}")  # fmt: skip
+                          f"{ratio:.0%}", f"{got['raw per control step']:,.0f}")  # fmt: skip
             console.print(f"{env_id} {n} envs: {ratio:.0%}")
     console.print(table)
 

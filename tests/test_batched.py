@@ -172,18 +172,18 @@ def test_make_batched_is_reachable_from_ssrl_envs() -> None:
 
 
 def _pair(task: str, envs: int, repeat: int, monkeypatch: pytest.MonkeyPatch) -> tuple[object, object]:
-    """The same env twice: stepping chunk by chunk (`CpuSim.repeat`, 2 envs a chunk) and repeat by repeat."""
+    """The same env twice: stepping chunk by chunk (`CpuSim.repeat`, 1 env a chunk) and repeat by repeat."""
     import ssrl.envs.batched.backends as backends
 
-    monkeypatch.setattr(backends, "REPEAT_CHUNK", 2)
+    monkeypatch.setattr(backends, "REPEAT_CACHE_BYTES", 1)  # 1 env a chunk
     chunked = make_batched(task, envs, seed=0, action_repeat=repeat, num_threads=1)
-    monkeypatch.setattr(backends, "REPEAT_CHUNK", 10**6)
+    monkeypatch.setattr(backends, "REPEAT_CACHE_BYTES", 1 << 40)
     plain = make_batched(task, envs, seed=0, action_repeat=repeat, num_threads=1)
     assert chunked._records is not None and plain._records is None  # type: ignore[attr-defined]
     return chunked, plain
 
 
-@pytest.mark.parametrize(("task", "repeat", "steps"), [("dmc/cartpole-swingup", 8, 130), ("dmc/reacher-easy", 4, 20),
+@pytest.mark.parametrize(("task", "repeat", "steps"), [("dmc/cartpole-swingup", 8, 130), ("dmc/reacher-easy", 4, 20), ("dmc/cheetah-run", 4, 10),
                                                        ("dmc/finger-spin", 2, 20), ("dmc/walker-walk", 2, 10)])  # fmt: skip
 def test_chunked_repeats_equal_repeat_by_repeat(task: str, repeat: int, steps: int,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip

@@ -23,7 +23,7 @@ import mujoco.batch
 import numpy as np
 import torch
 
-REPEAT_CHUNK = 32  # envs per thread stepped through all action repeats at a time (`CpuSim.repeat`)
+REPEAT_CACHE_BYTES = 1 << 20  # MjData bytes a thread steps through all action repeats at a time (`CpuSim.repeat`)
 
 # Fields the tasks read, with their shape per env (-1: flattened by the backend's own layout).
 _MAT_FIELDS = ("xmat", "geom_xmat", "site_xmat", "ximat")
@@ -47,7 +47,7 @@ class CpuSim:
         # no more threads than envs: an idle pool thread still costs a wake-up per call
         threads = min(num_threads or os.cpu_count() or 1, num_envs)
         self.batch = mujoco.batch.Batch(model, num_envs, threads, persistent=True)
-        self.repeat_chunk = REPEAT_CHUNK * threads
+        self._chunk = 0  # `repeat_chunk()`, measured on first use
         self._arrays: dict[str, np.ndarray] = {}
         self._views: dict[str, torch.Tensor] = {}
         # dm_control computes a reset state with actuation disabled; that matters only for actuators
@@ -105,20 +105,29 @@ class CpuSim:
             return np.asarray(error.ids)
         return np.zeros(0, np.int64)
 
+    def repeat_chunk(self) -> int:
+        """Envs that `repeat` steps through every repeat at a time: as many as fit `REPEAT_CACHE_BYTES` a thread,
+        from env 0's MjData footprint (its buffer and the arena it has used so far)."""
+        if self._chunk == 0:
+            data = self.batch.get_data(0)
+            per_thread = max(1, REPEAT_CACHE_BYTES // (data.nbuffer + data.maxuse_arena))
+            self._chunk = per_thread * self.batch.nthread
+        return self._chunk
+
     def repeat(self, nstep: int, repeats: int, records: dict[str, np.ndarray]) -> bool:
         """`repeats` calls of `step(nstep)`, run chunk by chunk; False (nothing stepped) if MuJoCo failed.
 
-        Each `mujoco.batch` call sweeps its envs' MjData through the cache, so `repeats` calls over every env
-        cost up to 1.4x one call of `repeats * nstep` substeps (cheetah-run, 256 envs); stepping
-        `repeat_chunk` envs (`REPEAT_CHUNK` a thread) through every repeat in turn keeps them in cache. After
-        repeat r, the fields named in `records` are copied into `records[name][r]` ((repeats, num_envs, ...)
-        arrays). On a failure every env's state is restored to before the call, for the caller to step it
-        repeat by repeat.
+        Each `mujoco.batch` call sweeps its envs' MjData through the cache (4 calls of one cheetah-run substep
+        cost ~1.4x one call of 4 at 256 envs); stepping `repeat_chunk()` envs through every repeat in turn
+        keeps them in cache. After repeat r, the fields named in `records` are copied into `records[name][r]`
+        ((repeats, num_envs, ...) arrays). On a failure every env's state is restored to before the call, for
+        the caller to step it repeat by repeat.
         """
         saved = self.batch.state.copy()
-        for start in range(0, self.num_envs, self.repeat_chunk):
-            rows = slice(start, min(start + self.repeat_chunk, self.num_envs))
-            ids = np.arange(rows.start, rows.stop)
+        chunk = self.repeat_chunk()
+        for start in range(0, self.num_envs, chunk):
+            rows = slice(start, min(start + chunk, self.num_envs))
+            ids = None if chunk >= self.num_envs else np.arange(rows.start, rows.stop, dtype=np.int32)
             for r in range(repeats):
                 if len(self.step(nstep, ids)):
                     self.batch.state[:] = saved  # the next call recomputes derived fields from these rows
