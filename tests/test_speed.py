@@ -6,6 +6,10 @@ The compile fallback (a compiler failure -> a warning and the eager module) alwa
 """
 
 import os
+import platform
+import resource
+import subprocess
+import sys
 import warnings
 
 import gymnasium as gym
@@ -282,3 +286,29 @@ def test_folded_normalisation_matches_normalising_the_pixels():
     torch.testing.assert_close(encoder(obs), reference, rtol=1e-5, atol=1e-5)
     for name, p in encoder.named_parameters():
         torch.testing.assert_close(folded[name], p.grad, rtol=1e-4, atol=1e-4, msg=name)
+
+
+FAULTS_OF_A_FRESH_TENSOR = """
+import resource, sys, torch
+from ssrl.agents.base import OffPolicyAgent
+from ssrl.config import SpeedConfig
+OffPolicyAgent.set_speed(torch.nn.Module(), SpeedConfig(keep_memory=sys.argv[1] == "true"))
+torch.empty(16 << 20).fill_(1.0)  # 64 MB, allocated, filled and freed; the heap grows once
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+torch.empty(16 << 20).fill_(1.0)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_keep_memory_reuses_freed_pages_for_large_tensors():
+    """A second 64 MB tensor page-faults all its pages afresh under glibc's defaults and (almost) none with
+    ``speed.keep_memory`` (each in a fresh process: the setting is process-wide and the heap remembers)."""
+    def faults(keep: str) -> int:
+        out = subprocess.run([sys.executable, "-c", FAULTS_OF_A_FRESH_TENSOR, keep], capture_output=True, text=True,
+                             check=True)
+        return int(out.stdout.split()[-1])
+
+    pages = (64 << 20) // resource.getpagesize()
+    assert faults("false") > pages // 2
+    assert faults("true") < pages // 20
