@@ -15,12 +15,15 @@ Rows per agent:
   ``--representation curl`` the SAC baseline adds CURL's reference contrastive step (a second numpy view, anchor
   through the online encoder, positive through the EMA encoder, bilinear logits, its own optimizer).
 - ``ssrl plain``: the agent with ``speed.channels_last=false``.
+- ``ssrl no keep_memory``: the agent with ``speed.keep_memory=false`` (glibc's malloc defaults, as the baseline).
 - ``ssrl default``: the agent with its default ``speed`` settings.
 - ``ssrl bf16``: the default plus ``speed.amp=bf16`` alone.
 - ``ssrl fast``: all speed flags (``speed.prefetch=true speed.amp=bf16``, plus ``speed.compile=true`` with
   ``--compile``); bf16 changes the numerics, the other flags do not.
 
-The machine is shared, so variants are timed in alternating order within each round and the table reports
+``speed.keep_memory`` is process-wide, so it is set before every update to the variant's value (the baseline
+runs under glibc's defaults), and each variant's timed updates follow one untimed update. The machine is shared,
+so variants are timed in alternating order within each round and the table reports
 medians over rounds; ratios are to the baseline of the same agent. Writes benchmarks/results/update.json
 (``--out`` to change).
 """
@@ -49,6 +52,7 @@ from torch import nn
 
 from ssrl.agents import OffPolicyAgent, make_agent
 from ssrl.config import parse_overrides
+from ssrl.nn.utils import keep_freed_memory
 
 RESULTS = Path(__file__).parent / "results" / "update.json"
 BATCH = {"sac": 512, "drqv2": 256}
@@ -200,11 +204,13 @@ class Baseline:
 
 
 # -------------------------------------------------------------------------------------------- benchmark
-def updates_per_second(update: Callable[[], Any], updates: int) -> float:
-    start = time.perf_counter()
+def updates_per_second(update: Callable[[], Any], updates: int, clock: Callable[[], float]) -> float:
+    """Timed after one untimed update: the first after switching ``speed.keep_memory`` regrows the heap."""
+    update()
+    start = clock()
     for _ in range(updates):
         update()
-    return updates / (time.perf_counter() - start)
+    return updates / (clock() - start)
 
 
 def main() -> None:
@@ -216,6 +222,9 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=2, help="timed updates per variant per round (even for SAC)")
     parser.add_argument("--compile", action="store_true", help="add speed.compile=true to the fast row")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="cpu: this process's CPU time (user + system), steadier than wall time on a loaded "
+                             "machine; use it with --threads 1 (idle threads spinning count as CPU time)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -223,6 +232,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     fast_flags = ["speed.prefetch=true", "speed.amp=bf16"] + (["speed.compile=true"] if args.compile else [])
     device = torch.device(args.device)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
 
     results: dict[str, Any] = {}
     console = Console()
@@ -235,15 +245,16 @@ def main() -> None:
         action_space = gym.spaces.Box(-1, 1, (ACTION_DIM,), np.float32)
         frames = np.stack([replay.sample(1)["obs"][0] for _ in range(64)])
         variants: dict[str, Callable[[], Any]] = {}
-        rows = (("ssrl plain", ["speed.channels_last=false"]), ("ssrl default", []), ("ssrl bf16", ["speed.amp=bf16"]),
-                ("ssrl fast", fast_flags))
+        rows = (("ssrl plain", ["speed.channels_last=false"]), ("ssrl no keep_memory", ["speed.keep_memory=false"]),
+                ("ssrl default", []), ("ssrl bf16", ["speed.amp=bf16"]), ("ssrl fast", fast_flags))
         for name, flags in rows:
             torch.manual_seed(0)
             agent = make_agent(parse_overrides(base + flags), space, action_space, device)
-            variants[name] = lambda agent=agent, replay=replay: agent.update(replay, frame=0)
+            variants[name] = lambda agent=agent, replay=replay: (keep_freed_memory(agent.speed.keep_memory),
+                                                                 agent.update(replay, frame=0))
             if name == "ssrl plain":
                 baseline = Baseline(agent, FloatReplay(frames, batch, ACTION_DIM), curl=representation == "curl")
-                variants = {"baseline": baseline.update} | variants
+                variants = {"baseline": lambda b=baseline: (keep_freed_memory(False), b.update())} | variants
         for update in variants.values():  # warm-up (and compilation)
             update()
         rates: dict[str, list[float]] = {name: [] for name in variants}
@@ -251,7 +262,7 @@ def main() -> None:
         for r in range(args.rounds):
             order = names if r % 2 == 0 else names[::-1]
             for name in order:
-                rates[name].append(updates_per_second(variants[name], args.updates))
+                rates[name].append(updates_per_second(variants[name], args.updates, clock))
                 console.print(f"{kind} round {r}: {name} {rates[name][-1]:.3f} updates/s", highlight=False)
         median = {name: statistics.median(v) for name, v in rates.items()}
         results[kind] = {
@@ -261,7 +272,7 @@ def main() -> None:
             "per_round_updates_per_s": {name: [round(x, 4) for x in v] for name, v in rates.items()},
         }
 
-    table = Table(title=f"updates/s, {device}, {torch.get_num_threads()} threads, {os.cpu_count()} cores "
+    table = Table(title=f"updates/s ({args.clock} time), {device}, {torch.get_num_threads()} threads, {os.cpu_count()} cores "
                         f"(median of {args.rounds} rounds x {args.updates} updates)")
     for column in ("agent", "batch", "variant", "updates/s", "vs baseline"):
         table.add_column(column, justify="right" if column in ("batch", "updates/s", "vs baseline") else "left")
@@ -275,7 +286,7 @@ def main() -> None:
     args.out.write_text(json.dumps({
         "device": str(device), "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
         "machine": platform.machine(), "torch": torch.__version__, "obs_shape": list(space.shape),
-        "rounds": args.rounds, "updates_per_round": args.updates, "fast_flags": fast_flags,
+        "rounds": args.rounds, "updates_per_round": args.updates, "clock": args.clock, "fast_flags": fast_flags,
         "load_average": os.getloadavg(), "results": results,
     }, indent=2) + "\n")
     console.print(f"wrote {args.out}")

@@ -23,6 +23,7 @@ from ssrl.nn.utils import (
     adam,
     compile_or_eager,
     frozen_copy,
+    keep_freed_memory,
     mlp,
     orthogonal_init,
     soft_update,
@@ -117,6 +118,7 @@ class OffPolicyAgent(nn.Module, Agent):
         """Apply the speed settings (docs/speed.md); none of them changes the maths except ``amp``."""
         memory_format = torch.channels_last if speed.channels_last else torch.contiguous_format
         self.to(memory_format=memory_format)  # conv weights; parameters keep their identity (optimizers stay valid)
+        keep_freed_memory(speed.keep_memory)  # process-wide
         for module in self.modules():
             if isinstance(module, PixelEncoder):
                 module.memory_format = memory_format

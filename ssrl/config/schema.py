@@ -175,6 +175,7 @@ class SpeedConfig:
     compile: bool = False  # torch.compile the encoder, critic and actor (falls back to eager with a warning)
     amp: str = "none"  # bf16: the conv trunk runs under bf16 autocast (changes the numerics)
     prefetch: bool = False  # sample the next batch in a background thread while this update computes
+    keep_memory: bool = True  # glibc malloc reuses freed memory instead of mapping large blocks afresh (Linux)
 
 
 @dataclass

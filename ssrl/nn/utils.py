@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import re
 import warnings
 from typing import Any
@@ -55,6 +56,26 @@ def adam(params: Any, lr: float, **kwargs: Any) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, fused=True, **kwargs)
     except RuntimeError:  # fused Adam needs torch >= 2.4 on CPU
         return torch.optim.Adam(params, lr=lr, **kwargs)
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4  # glibc's mallopt parameters
+
+
+def keep_freed_memory(keep: bool) -> None:
+    """Whether glibc's malloc keeps freed memory in the process for reuse (``speed.keep_memory``).
+
+    glibc maps every block above 32 MB (its largest mmap threshold) freshly from the OS and unmaps it when freed,
+    so each of a pixel update's large tensors (conv activations and their gradients, tens of MB) page-faults
+    new pages on every update. With ``keep``, every block comes from the heap and freed memory is never trimmed:
+    the pages are reused, and the process keeps its peak memory. ``keep=False`` sets glibc's settled defaults
+    (32 MB mmap threshold, 64 MB trim threshold). Nothing happens where the C library is not glibc."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(M_MMAP_MAX, 0 if keep else 65536)
+    mallopt(M_MMAP_THRESHOLD, 32 << 20)
+    mallopt(M_TRIM_THRESHOLD, 2**31 - 1 if keep else 64 << 20)
 
 
 def compile_or_eager(module: nn.Module, name: str) -> None:

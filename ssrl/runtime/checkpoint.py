@@ -17,8 +17,8 @@ CHECKPOINT = "checkpoint.pt"
 # Keys a resumed run may change; any other difference from the stored config is an error.
 RESUMABLE_KEYS = {"frames", "eval_every", "eval_episodes", "checkpoint_every", "wandb", "wandb_project",
                   "wandb_mode", "progress", "device", "threads", "env_threads", "render_workers", "run_dir",
-                  "experiment", "speed.channels_last", "speed.compile", "speed.prefetch", "restart",
-                  "guard.max_abs_loss", "guard.check_every"}
+                  "experiment", "speed.channels_last", "speed.compile", "speed.prefetch", "speed.keep_memory",
+                  "restart", "guard.max_abs_loss", "guard.check_every"}
 PRETRAIN_RESUMABLE_KEYS = {"progress", "device", "threads", "log_every", "checkpoint_every", "restart",
                            "guard.max_abs_loss", "guard.check_every"}
 CONFIG_FILE = "config.yaml"
