@@ -23,7 +23,7 @@ import mujoco.batch
 import numpy as np
 import torch
 
-REPEAT_CACHE_BYTES = 1 << 20  # MjData bytes a thread steps through all action repeats at a time (`CpuSim.repeat`)
+REPEAT_CACHE_BYTES = 1 << 19  # MjData bytes a thread steps through all action repeats at a time (`CpuSim.repeat`)
 
 # Fields the tasks read, with their shape per env (-1: flattened by the backend's own layout).
 _MAT_FIELDS = ("xmat", "geom_xmat", "site_xmat", "ximat")
