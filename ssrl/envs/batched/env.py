@@ -60,7 +60,7 @@ class BatchedEnv(gym.vector.VectorEnv[torch.Tensor, torch.Tensor, torch.Tensor])
         self._center, self._scale = self._sim_array(center), self._sim_array(scale)
         # Episode counters live with the simulator's arrays (numpy on the cpu backend, torch on warp).
         self._steps = self._sim_array(np.zeros(self.num_envs, np.int64))  # control steps
-        self._return = self._sim_array(np.zeros(self.num_envs))
+        self._return = self._sim_array(np.zeros(self.num_envs, np.float32))  # float32, as the step's rewards
         self._length = self._sim_array(np.zeros(self.num_envs, np.int64))  # agent steps
         self._may_end_early = EPISODE_CONTROL_STEPS % action_repeat != 0  # time limits inside an agent step
         self._reset_ids(np.arange(self.num_envs))
@@ -111,7 +111,8 @@ class BatchedEnv(gym.vector.VectorEnv[torch.Tensor, torch.Tensor, torch.Tensor])
         repeats = range(self.action_repeat)
         records = None if self._may_end_early else self._records
         if records is not None and sim.repeat(self.substeps, self.action_repeat, records):
-            reward = sum(self.task.reward(_Recorded(sim, records, r)) for r in repeats)
+            for r in repeats:
+                reward = reward + _float32(self.task.reward(_Recorded(sim, records, r)))
             repeats = range(0)  # done; after a failure (nothing stepped) the loop below ends the failed episodes
         for repeat in repeats:
             failed_ids = sim.step(self.substeps)
@@ -121,9 +122,9 @@ class BatchedEnv(gym.vector.VectorEnv[torch.Tensor, torch.Tensor, torch.Tensor])
             if failed is not None and len(failed_ids):
                 failed[self._sim_array(failed_ids)] = True
             if active is None:
-                reward = reward + self.task.reward(sim)
+                reward = reward + _float32(self.task.reward(sim))
                 continue
-            reward = reward + xp.where(active & ~failed, self.task.reward(sim), 0.0)
+            reward = reward + _float32(xp.where(active & ~failed, self.task.reward(sim), 0.0))
             self._steps += active
             ended = active & ((self._steps >= EPISODE_CONTROL_STEPS) | failed)
             active = active & ~ended
@@ -271,6 +272,11 @@ class _Recorded:
 
     def array(self, name: str) -> np.ndarray:
         return self._records[name][self._r]
+
+
+def _float32(x: Any) -> Any:
+    """A numpy or torch array as float32: each repeat's rewards are summed in float32."""
+    return x.float() if isinstance(x, torch.Tensor) else x.astype(np.float32)
 
 
 def _any(mask: Any) -> bool:
