@@ -22,6 +22,7 @@ Prints both tables and writes benchmarks/results/batched.json (`--out` to change
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import importlib.util
 import json
@@ -70,11 +71,16 @@ def batched(task: str, envs: int, backend: str = "cpu", action_repeat: int = 1, 
     return step
 
 
+@functools.cache
+def substeps(task: str) -> int:
+    """MuJoCo substeps per control step of a batched task."""
+    return make_batched(task, 1).substeps
+
+
 def raw_physics(task: str, envs: int, action_repeat: int, calls: int = 1) -> Stepper:
     """`mujoco.batch` on the batched env's model and threads, the agent step's mj_steps in `calls` calls."""
     model = load_model(task)
-    probe = make_batched(task, 1, action_repeat=action_repeat)
-    nstep, threads = probe.substeps * action_repeat // calls, min(os.cpu_count() or 1, envs)
+    nstep, threads = substeps(task) * action_repeat // calls, min(os.cpu_count() or 1, envs)
     batch = mujoco.batch.Batch(model, envs, threads, persistent=True)
     ctrl = batch.bind("ctrl")
     actions = np.random.default_rng(0).uniform(-1, 1, ctrl.shape)
@@ -201,18 +207,18 @@ def main() -> None:
         table.add_column(column, justify="left" if column == "task" else "right")
     for env_id in tasks:
         repeat = ssrl.envs.default_action_repeat(env_id)
-        substeps = make_batched(env_id, 1, action_repeat=repeat).substeps
+        steps = substeps(env_id)
         for n in sizes:
             pair = {"env": (n, lambda n=n, e=env_id, r=repeat: batched(e, n, action_repeat=r)),
                     "raw": (n, lambda n=n, e=env_id, r=repeat: raw_physics(e, n, r)),
                     "raw per control step": (n, lambda n=n, e=env_id, r=repeat: raw_physics(e, n, r, calls=r))}
             got = measure(pair, args.rounds, s)
             ratio = got["env"] / got["raw"]
-            physics.setdefault(env_id, {})[str(n)] = {"action_repeat": repeat, "substeps": substeps,
+            physics.setdefault(env_id, {})[str(n)] = {"action_repeat": repeat, "substeps": steps,
                                                       "env": round(got["env"], 1), "raw": round(got["raw"], 1),
                                                       "ratio": round(ratio, 3),
                                                       "raw_per_control_step": round(got["raw per control step"], 1)}
-            table.add_row(env_id, f"{repeat} x {substeps}", str(n), f"{got['env']:,.0f}", f"{got['raw']:,.0f}",
+            table.add_row(env_id, f"{repeat} x {steps}", str(n), f"{got['env']:,.0f}", f"{got['raw']:,.0f}",
                           f"{ratio:.0%}", f"{got['raw per control step']:,.0f}")  # fmt: skip
             console.print(f"{env_id} {n} envs: {ratio:.0%}")
     console.print(table)

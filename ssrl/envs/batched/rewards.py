@@ -11,6 +11,11 @@ import torch
 SIGMOIDS = ("gaussian", "hyperbolic", "long_tail", "reciprocal", "cosine", "linear", "quadratic", "tanh_squared")
 
 
+def array_module(x: Any) -> Any:
+    """`torch` for a tensor, else `numpy`: the module whose functions apply to `x`."""
+    return torch if isinstance(x, torch.Tensor) else np
+
+
 def _sigmoid(xp: Any, d: Any, value_at_1: float, sigmoid: str) -> Any:
     """dm_control's `_sigmoids` at distances `d` >= 0: 1 at 0, `value_at_1` at 1."""
     if sigmoid in ("cosine", "linear", "quadratic"):
@@ -54,7 +59,7 @@ def tolerance(
         raise ValueError(f"bounds: lower {lower} > upper {upper}")
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
-    xp = torch if isinstance(x, torch.Tensor) else np
+    xp = array_module(x)
     if margin == 0:
         return ((lower <= x) & (x <= upper)) * 1.0
     if upper == math.inf:

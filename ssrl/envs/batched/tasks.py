@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ssrl.envs.batched.backends import CpuSim
-from ssrl.envs.batched.rewards import tolerance
+from ssrl.envs.batched.rewards import array_module, tolerance
 
 INF = float("inf")
 
@@ -308,8 +308,7 @@ class Hopper(Task):
 
 def _in_frame(vectors: Any, frame: Any) -> Any:
     """dm_control's `vectors.dot(frame)`: (N, K, 3) world vectors in a body frame given as (N, 9) xmat."""
-    xp = torch if isinstance(vectors, torch.Tensor) else np
-    return xp.einsum("nki,nij->nkj", vectors, frame.reshape(-1, 3, 3))
+    return array_module(vectors).einsum("nki,nij->nkj", vectors, frame.reshape(-1, 3, 3))
 
 
 def _norm(vectors: Any) -> Any:
