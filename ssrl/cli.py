@@ -30,7 +30,7 @@ commands:
   report    aggregate results:     ssrl report RUN_DIRS... --out DIR [--reference DIR]
   collect   reward-free data:   ssrl collect env=mw/reach-v3 policy=random|scripted|checkpoint:RUN_DIR
                                 frames=10000 out=data/reach
-  data      ssrl data info DIR | ssrl data export run_dir=RUN_DIR out=DIR
+  data      ssrl data info DIR | ssrl data export run_dir=RUN_DIR out=DIR | ssrl data merge DIR DIR... out=DIR
   pretrain  ssrl pretrain representation=curl data=DIR steps=10000 out=backbones/curl
   transfer  ssrl transfer backbone=PATH|scratch|random tasks=reach-v3 demos=10 seeds=3 rollouts=50 out=results/bc
 
@@ -186,7 +186,14 @@ def data(args: list[str]) -> int:
             raise ConfigError("ssrl data export needs run_dir=<run> and out=<dir>")
         _print(export_run(opts["run_dir"], opts["out"]))
         return 0
-    raise ConfigError("usage: ssrl data info DIR | ssrl data export run_dir=RUN_DIR out=DIR")
+    if args[:1] == ["merge"]:
+        sources = [a for a in args[1:] if "=" not in a]
+        opts = options([a for a in args[1:] if "=" in a], defaults(MERGE_OPTIONS))
+        if len(sources) < 2 or not opts["out"]:
+            raise ConfigError("ssrl data merge needs two or more dataset directories and out=<dir>")
+        _print(dataset.merge(sources, opts["out"]))
+        return 0
+    raise ConfigError(f"usage: {HELP['data'][0]}")
 
 
 def pretrain(args: list[str]) -> int:
@@ -245,6 +252,7 @@ COLLECT_OPTIONS = {
 }
 EXPORT_OPTIONS = {"run_dir": ("", "the training run whose replay to export (required)"),
                   "out": ("", "the dataset directory to write (required)")}
+MERGE_OPTIONS = {"out": ("", "the dataset directory to write (required)")}
 HELP = {  # command: (usage, what it does)
     "train": ("ssrl train [key=value ...]", "Train (or resume) a run. Comma lists (a,b) and seeds=N/suite=NAME/jobs=N "
               "run a grid of runs (multirun). `agent=NAME` or `representation=NAME` before --help shows that "
@@ -255,8 +263,8 @@ HELP = {  # command: (usage, what it does)
     "eval": ("ssrl eval run_dir=RUN_DIR [key=value ...]", "Evaluate a training run's last checkpoint."),
     "tasks": ("ssrl tasks", "List the environment ids."),
     "collect": ("ssrl collect env=ID out=DIR [key=value ...]", "Record reward-free episodes as a dataset."),
-    "data": ("ssrl data info DIR | ssrl data export run_dir=RUN_DIR out=DIR",
-             "Describe a dataset, or export a training run's replay as one."),
+    "data": ("ssrl data info DIR | ssrl data export run_dir=RUN_DIR out=DIR | ssrl data merge DIR DIR... out=DIR",
+             "Describe a dataset, export a training run's replay as one, or merge datasets into one."),
     "pretrain": ("ssrl pretrain data=DIR out=DIR [key=value ...]",
                  "Pretrain a pixel encoder on a dataset with a self-supervised objective."),
     "transfer": ("ssrl transfer backbone=PATH|scratch|random [key=value ...]",
@@ -307,7 +315,7 @@ def command_help(command: str, args: list[str]) -> int:
         elif command == "collect":
             body = _options_help(COLLECT_OPTIONS)
         elif command == "data":
-            body = "data export:\n" + _options_help(EXPORT_OPTIONS)
+            body = "data export:\n" + _options_help(EXPORT_OPTIONS) + "data merge:\n" + _options_help(MERGE_OPTIONS)
         else:
             body = ""
     except ConfigError as e:

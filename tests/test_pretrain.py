@@ -85,6 +85,27 @@ def test_corrupt_dataset_files_are_named(dataset: Path, tmp_path: Path) -> None:
         Dataset(dataset, "depth")
 
 
+def test_merge_renumbers_every_episode_and_refuses_mismatched_spaces(dataset: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    assert main(["data", "merge", str(dataset), str(dataset), f"out={tmp_path / 'both'}"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["episodes"] == 4 and shown["transitions"] == 500 and shown["policy"] == "random + random"
+    merged, single = Dataset(tmp_path / "both", "pixels", seed=0), Dataset(dataset, "pixels", seed=0)
+    assert len(merged) == 2 * len(single)
+    first = np.load(sorted(dataset.glob("*.npz"))[0])["obs/pixels"]
+    third = np.load(sorted((tmp_path / "both").glob("*.npz"))[2])["obs/pixels"]
+    assert np.array_equal(first, third)  # sources in order: episode 0 of the second copy is episode 2
+    assert main(["data", "merge", str(dataset), str(dataset), f"out={tmp_path / 'both'}"]) == 2
+    assert "both is not empty; choose a new out= directory" in capsys.readouterr().err  # never writes into data
+    assert len(list((tmp_path / "both").glob("*.npz"))) == 4
+    other = tmp_path / "other"
+    collect(ENV, "random", 1000, other, size=SIZE + 8, frame_stack=3, progress=False)
+    assert main(["data", "merge", str(dataset), str(other), f"out={tmp_path / 'mixed'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ssrl data: error: cannot merge") and "observation_space differ" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "mixed").exists()
+
+
 def test_collect_refuses_unknown_policy_and_scripted_without_expert(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="policy='greedy'"):
         collect(ENV, "greedy", 100, tmp_path / "a", size=SIZE, progress=False)
@@ -143,6 +164,28 @@ def test_pretrain_config_errors(dataset: Path, tmp_path: Path) -> None:
         parse([f"data={dataset}", f"out={tmp_path}", "agent.lr=1"])
     with pytest.raises(ConfigError, match="warmup"):
         parse([f"data={dataset}", f"out={tmp_path}", "steps=5", "warmup=5"])
+    with pytest.raises(ConfigError, match="log_every=0: must be positive"):
+        parse([f"data={dataset}", f"out={tmp_path}", "log_every=0"])
+
+
+@pytest.mark.parametrize("steps, warmup, log_every, checkpoint_every", [(50, 2, 1, 5), (3000, 150, 60, 300),
+                                                                        (100_000, 500, 100, 1000)])
+def test_schedule_defaults_derive_from_steps(dataset: Path, tmp_path: Path, steps: int, warmup: int,
+                                             log_every: int, checkpoint_every: int) -> None:
+    from ssrl.experiments.pretrain import warmup_steps
+
+    cfg = parse([f"data={dataset}", f"out={tmp_path}", f"steps={steps}"])
+    assert (warmup_steps(cfg), cfg.log_every, cfg.checkpoint_every) == (warmup, log_every, checkpoint_every)
+    cfg = parse([f"data={dataset}", f"out={tmp_path}", f"steps={steps}", "log_every=7", "checkpoint_every=9"])
+    assert (cfg.log_every, cfg.checkpoint_every) == (7, 9)  # what the user sets is kept
+
+
+def test_a_short_pretrain_runs_with_the_defaults(dataset: Path, tmp_path: Path) -> None:
+    """``ssrl pretrain ... steps=50`` once failed on its own default warmup."""
+    assert main(["pretrain", "representation=curl", f"data={dataset}", f"out={tmp_path / 'b'}", "steps=50",
+                 "batch_size=8", "progress=false"]) == 0
+    rows = (tmp_path / "b" / "pretrain.csv").read_text().splitlines()
+    assert len(rows) == 51 and (tmp_path / "b" / "backbone.safetensors").exists()
 
 
 # ---------------------------------------------------------------------------------------------- backbone

@@ -168,6 +168,34 @@ def check_empty(out: Path) -> None:
         raise DatasetError(f"{out} is not empty; choose a new out= directory")
 
 
+def merge(sources: list[str | Path], out: str | Path) -> dict[str, Any]:
+    """One dataset at ``out`` holding every episode of ``sources`` (renumbered in order; hard links, else copies).
+    The sources must agree on spaces, frame stack and action repeat; the card lists every task and policy."""
+    out = Path(out)
+    if len(sources) < 2:
+        raise DatasetError("merge needs at least two datasets")
+    metas = [read_meta(path) for path in sources]
+    for key in ("observation_space", "action_space", "frame_stack", "action_repeat"):
+        if any(meta[key] != metas[0][key] for meta in metas):
+            raise DatasetError(f"cannot merge {', '.join(map(str, sources))}: their {key} differ")
+    check_empty(out)
+    out.mkdir(parents=True, exist_ok=True)
+    index = 0
+    for path in sources:
+        for file, length in episode_files(path):
+            target = out / episodes.file_name(index, length)
+            try:
+                os.link(file, target)
+            except OSError:
+                shutil.copy2(file, target)
+            index += 1
+    tasks = list(dict.fromkeys(task for meta in metas for task in meta["tasks"]))
+    write_meta(out, {**{k: v for k, v in metas[0].items() if k not in ("format", "ssrl_version")}, "tasks": tasks,
+                     "policy": " + ".join(str(meta.get("policy", "?")) for meta in metas),
+                     "sources": [str(Path(path).resolve()) for path in sources]})
+    return info(out)
+
+
 def subset(path: str | Path, episodes: int, out: str | Path) -> Path:
     """A dataset at ``out`` of the first ``episodes`` episodes of ``path`` (hard links, else copies); reused if it
     already holds exactly those files."""

@@ -47,8 +47,8 @@ class PretrainConfig:
     warmup: int = -1  # linear warmup steps, then cosine decay to 0 at `steps`; -1: 5% of steps, at most 500
     augmentation: str = "shift"  # "shift" or "none" (crops would change the backbone's input size)
     seed: int = 0  # seeds the networks and sampling
-    log_every: int = 100  # steps per logged row (and progress update)
-    checkpoint_every: int = 1000  # steps between checkpoints
+    log_every: int = -1  # steps per logged row (and progress update); -1: 2% of steps, at most 100
+    checkpoint_every: int = -1  # steps between checkpoints; -1: 10% of steps, at most 1000
     device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:N
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     progress: bool = True  # show the progress bar
@@ -56,6 +56,10 @@ class PretrainConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)  # the backbone to pretrain
     representation: Any = field(default_factory=CURLConfig)  # the self-supervised objective
     guard: GuardConfig = field(default_factory=GuardConfig)  # divergence checks (docs/safety.md)
+
+
+# Interval defaults that fit any budget: (fraction of steps, at most).
+SCHEDULE = {"log_every": (0.02, 100), "checkpoint_every": (0.1, 1000)}
 
 
 def parse(args: list[str]) -> PretrainConfig:
@@ -67,8 +71,12 @@ def parse(args: list[str]) -> PretrainConfig:
         names = [name for name in config_lib.REPRESENTATIONS if name != "none"]
         raise ConfigError(f"representation=none: choose one of {', '.join(names)}")
     for key in ("steps", "batch_size", "log_every", "checkpoint_every"):
-        if getattr(cfg, key) <= 0:
-            raise ConfigError(f"{key}={getattr(cfg, key)}: must be positive")
+        if getattr(cfg, key) <= 0 and not (key in SCHEDULE and getattr(cfg, key) == -1):
+            default = " (or -1, the default: derived from steps)" if key in SCHEDULE else ""
+            raise ConfigError(f"{key}={getattr(cfg, key)}: must be positive{default}")
+    for key, (fraction, most) in SCHEDULE.items():  # derived once, here; the config then holds the numbers
+        if getattr(cfg, key) == -1:
+            setattr(cfg, key, min(most, max(1, int(cfg.steps * fraction))))
     if cfg.warmup != -1 and not 0 <= cfg.warmup < cfg.steps:
         raise ConfigError(f"warmup={cfg.warmup}: must be in [0, steps={cfg.steps}) (or -1, the default: "
                           f"5% of steps, at most 500)")
