@@ -11,6 +11,19 @@
    (R^2 of the out-of-fold predictions of every frame, averaged over state dims), next to the same probe on
    the randomly initialised encoder; both averaged over ``--seeds`` initialisations.
 Prints tables and writes benchmarks/results/representations.json.
+
+    python benchmarks/bench_representations.py --full [--domains dmc/cartpole-swingup,dmc/finger-spin] [--seeds 3]
+
+The full table, everything through ssrl's own commands (work files in --work, reused by a rerun):
+1. per domain, a state SAC policy (`ssrl train obs=state`, --policy-frames) and four datasets (`ssrl collect`):
+   random-policy and trained-policy frames for pretraining (--pretrain-frames each, merged with
+   `ssrl data merge`), and the same two for the probe with other seeds (--probe-frames each: held-out episodes),
+2. every objective pretrained alone (`ssrl pretrain`, --steps, batch --batch-size) per seed, plus two controls:
+   `random` (the encoder at its initialisation, no training) and `pixel_ae` (a pixel autoencoder: world_model
+   with only its decoder loss),
+3. frozen features of the probe episodes; a ridge and a small MLP probe fitted on the even episodes and scored on
+   the odd ones (R^2 of the positions and of the whole state vector, velocities included).
+Rows go to benchmarks/results/probe_full.json as they finish; the table shows mean and a 95% t-interval over seeds.
 """
 
 from __future__ import annotations
@@ -32,10 +45,15 @@ from rich.table import Table
 from ssrl.agents import make_agent
 from ssrl.config import parse_overrides
 from ssrl.data import ReplayBuffer
-from ssrl.eval.probe import collect, pretrain, probe_r2
+from ssrl.eval.probe import collect, features, from_dataset, position_dims, pretrain, probe_r2, probe_scores
 
 RESULTS = Path(__file__).parent / "results" / "representations.json"
+FULL_RESULTS = Path(__file__).parent / "results" / "probe_full.json"
 MODULES = ["none", "curl", "spr", "masked", "world_model"]
+# The full table's rows: ssrl pretrain overrides per objective (random: no training).
+OBJECTIVES = {"random": None, "curl": [], "spr": [], "masked": [], "world_model": [],
+              "pixel_ae": ["representation=world_model", "representation.k=1", "representation.consistency_coef=0",
+                           "representation.reward_coef=0", "representation.decoder_coef=1"]}
 
 
 def random_replay(space: gym.spaces.Box, frame_stack: int, episodes: int = 4, length: int = 100) -> ReplayBuffer:
@@ -98,6 +116,116 @@ def probe_table(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     return rows
 
 
+def full_data(args: argparse.Namespace, env_id: str) -> tuple[Path, Path]:
+    """The pretraining and probe datasets of one domain (made once, then reused): ``ssrl train`` a state SAC
+    policy, ``ssrl collect`` random and policy frames, ``ssrl data merge`` them."""
+    from ssrl.cli import main as ssrl
+    from ssrl.data.dataset import info
+
+    work = Path(args.work) / env_id.split("/")[1]
+    policy = work / "policy"
+    if not (policy / "meta.json").exists() or json.loads((policy / "meta.json").read_text())["status"] != "finished":
+        assert ssrl(["train", f"env={env_id}", "obs=state", "agent=sac", f"frames={args.policy_frames}",
+                     f"size={args.pixels}", f"eval_every={args.policy_frames}", f"run_dir={policy}",
+                     f"threads={args.threads}", "progress=false"]) == 0
+    out = {}
+    for split, frames, seed in (("pretrain", args.pretrain_frames, 0), ("probe", args.probe_frames, 1)):
+        parts = []
+        for name, spec in (("random", "random"), ("policy", f"checkpoint:{policy}")):
+            part = work / f"{split}-{name}"
+            if not (part / "dataset.json").exists():
+                assert ssrl(["collect", f"env={env_id}", f"policy={spec}", f"frames={frames}", f"out={part}",
+                             f"size={args.pixels}", f"seed={seed}", "progress=false"]) == 0
+            parts.append(str(part))
+        out[split] = work / split
+        if not (out[split] / "dataset.json").exists():
+            assert ssrl(["data", "merge", *parts, f"out={out[split]}"]) == 0
+        print(f"{env_id} {split}: {info(out[split])['transitions']:,} transitions", flush=True)
+    return out["pretrain"], out["probe"]
+
+
+def t_interval(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of a 95% t-interval."""
+    n, mean = len(values), float(np.mean(values))
+    if n < 2:
+        return mean, float("nan")
+    t = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306, 10: 2.262}.get(n, 1.96)
+    return mean, float(t * np.std(values, ddof=1) / np.sqrt(n))
+
+
+def full(args: argparse.Namespace) -> None:
+    """The full probe table (module docstring); rows written to probe_full.json as they finish."""
+    from ssrl.experiments.pretrain import Pretrainer, parse
+    from ssrl.nn.backbone import load_backbone
+    from ssrl.nn.encoders import PixelEncoder
+
+    console, t0 = Console(), time.perf_counter()
+    objectives = args.objectives.split(",")
+    rows = []
+    if Path(args.out).exists() and args.resume:
+        rows = json.loads(Path(args.out).read_text())["rows"]
+    done = {(r["objective"], r["domain"], r["seed"]) for r in rows}
+    encoder = [f"encoder.num_filters={args.filters}", f"encoder.num_layers={args.layers}"]
+    for env_id in args.domains.split(","):
+        pretrain_data, probe_path = full_data(args, env_id)
+        probe = from_dataset(str(probe_path))
+        test = probe.episodes % 2 == 1
+        positions = position_dims(env_id)
+        for objective in objectives:
+            for seed in range(args.seeds):
+                if (objective, env_id, seed) in done:
+                    continue
+                start = time.perf_counter()
+                row = {"objective": objective, "domain": env_id, "seed": seed}
+                if OBJECTIVES[objective] is None:
+                    torch.manual_seed(seed)
+                    cfg = parse(["data=.", "out=.", *encoder])
+                    net = PixelEncoder(probe.observation_space, cfg.encoder)
+                else:
+                    out = Path(args.work) / env_id.split("/")[1] / "backbones" / f"{objective}-seed{seed}"
+                    extra = OBJECTIVES[objective] or [f"representation={objective}"]
+                    Pretrainer(parse([*extra, f"data={pretrain_data}", f"out={out}", f"steps={args.steps}",
+                                      f"batch_size={args.batch_size}", f"seed={seed}", f"threads={args.threads}",
+                                      *encoder, "progress=false"])).run()
+                    net = load_backbone(out)
+                    losses = np.loadtxt(out / "pretrain.csv", delimiter=",", skiprows=1, usecols=1, ndmin=1)
+                    row |= {"loss_first": float(losses[0]), "loss_last": float(losses[-1])}
+                scores = probe_scores(features(net, None, probe.obs), probe.states, test, positions)
+                row |= {"r2_positions": scores["linear_r2_positions"], "r2_all": scores["linear_r2_all"],
+                        "mlp_r2_positions": scores["mlp_r2_positions"], "mlp_r2_all": scores["mlp_r2_all"],
+                        "seconds": round(time.perf_counter() - start, 1)}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                write_full(args, rows, time.perf_counter() - t0)
+    full_table(console, rows, args)
+    console.print(f"wrote {args.out} ({(time.perf_counter() - t0) / 60:.0f} min)")
+
+
+def write_full(args: argparse.Namespace, rows: list[dict], seconds: float) -> None:
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"args": vars(args), "cpus": os.cpu_count(), "torch": torch.__version__,
+                                        "seconds": round(seconds), "rows": rows}, indent=1) + "\n")
+
+
+def full_table(console: Console, rows: list[dict], args: argparse.Namespace) -> None:
+    for env_id in dict.fromkeys(r["domain"] for r in rows):
+        table = Table(title=f"{env_id}: probe R^2 on held-out episodes, {args.steps} pretraining steps x batch "
+                            f"{args.batch_size}, {args.size} px, mean +- 95% CI over seeds")
+        for column in ("objective", "seeds", "linear positions", "linear all", "MLP positions", "MLP all",
+                       "loss first -> last"):
+            table.add_column(column, justify="left" if column == "objective" else "right")
+        for objective in dict.fromkeys(r["objective"] for r in rows):
+            group = [r for r in rows if r["domain"] == env_id and r["objective"] == objective]
+            if not group:
+                continue
+            cells = [f"{m:.3f} +- {h:.3f}" for m, h in (t_interval([r[k] for r in group]) for k in
+                                                         ("r2_positions", "r2_all", "mlp_r2_positions", "mlp_r2_all"))]
+            loss = (f"{np.mean([r['loss_first'] for r in group]):.3f} -> {np.mean([r['loss_last'] for r in group]):.3f}"
+                    if "loss_first" in group[0] else "")
+            table.add_row(objective, str(len(group)), *cells, loss)
+        console.print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=64)
@@ -112,9 +240,25 @@ def main() -> None:
     parser.add_argument("--probe-size", type=int, default=32)
     parser.add_argument("--probe-updates", type=int, default=1500)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    full_args = parser.add_argument_group("--full")
+    full_args.add_argument("--full", action="store_true", help="the full probe table (see above)")
+    full_args.add_argument("--pixels", type=int, default=64, help="frame size of the full table's datasets")
+    full_args.add_argument("--domains", default="dmc/cartpole-swingup,dmc/finger-spin")
+    full_args.add_argument("--objectives", default=",".join(OBJECTIVES))
+    full_args.add_argument("--policy-frames", type=int, default=20_000, help="state SAC frames for the policy")
+    full_args.add_argument("--pretrain-frames", type=int, default=25_000, help="frames per policy, pretraining")
+    full_args.add_argument("--probe-frames", type=int, default=8_000, help="frames per policy, probe episodes")
+    full_args.add_argument("--steps", type=int, default=1500, help="pretraining steps per objective and seed")
+    full_args.add_argument("--batch-size", type=int, default=64)
+    full_args.add_argument("--layers", type=int, default=4, help="conv layers (--filters sets the channels)")
+    full_args.add_argument("--work", default="runs/bench-probe")
+    full_args.add_argument("--out", default=str(FULL_RESULTS))
+    full_args.add_argument("--resume", action="store_true", help="keep the rows already in probe_full.json")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.full:
+        return full(args)
     console = Console()
 
     costs = update_costs(args)

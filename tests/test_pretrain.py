@@ -384,3 +384,95 @@ def test_behaviour_cloning_loss_falls_and_reaches(tmp_path: Path) -> None:
     assert row["bc_loss_last"] < 0.5 * row["bc_loss_first"]
     assert row["successes"] > 0
     assert json.loads((tmp_path / "results.json").read_text())["rows"] == rows
+
+
+def test_frozen_bc_trains_its_head_on_cached_features_of_every_demo_step(dataset: Path) -> None:
+    from ssrl.data import to_torch
+    from ssrl.experiments.transfer import BCPolicy, cached_loss, demo_steps, encode_views, make_backbone
+    from ssrl.experiments.transfer import parse as transfer_parse
+    from ssrl.nn.augment import Augment
+
+    pixels, state, action = demo_steps(dataset)
+    expected: dict[str, list[np.ndarray]] = {"pixels": [], "state": [], "action": []}
+    for file in sorted(dataset.glob("*.npz")):  # a plain loop: observation t with the action taken at t
+        z = np.load(file)
+        frames = z["obs/pixels"]
+        for t in range(len(z["action"])):
+            expected["pixels"].append(np.concatenate([frames[max(0, t - 2)], frames[max(0, t - 1)], frames[t]]))
+            expected["state"].append(z["obs/state"][t])
+            expected["action"].append(z["action"][t])
+    assert np.array_equal(pixels, np.stack(expected["pixels"]))
+    assert np.array_equal(state, np.stack(expected["state"])) and np.array_equal(action, np.stack(expected["action"]))
+
+    cfg = transfer_parse(["backbone=random", f"size={SIZE}", "frame_stack=3"])
+    space = Dataset(dataset, seed=0).observation_space["pixels"]
+    torch.manual_seed(0)
+    policy = BCPolicy(make_backbone(cfg, space), Augment("shift", space), 4, action.shape[1], 32)
+    views = encode_views(policy, pixels[:16], 3, torch.device("cpu"))
+    with torch.no_grad():
+        assert torch.allclose(views[:, 0], policy.backbone(to_torch(pixels[:16], "cpu")))  # view 0: the eval view
+    assert not torch.allclose(views[:, 1], views[:, 0])  # the others are shifted
+    # with one view, the cached loss is the end-to-end BC loss on unaugmented frames (sampled: 50k draws)
+    loss = cached_loss(policy, dataset, 1, 0, 50_000, torch.device("cpu"))
+    with torch.no_grad():
+        exact = policy(to_torch(pixels, "cpu"), to_torch(state, "cpu")) - to_torch(action, "cpu").clamp(-1, 1)
+    value = loss()
+    assert value.item() == pytest.approx(float(exact.pow(2).mean()), rel=0.03)
+    backbone_before = [p.clone() for p in policy.backbone.parameters()]
+    value.backward()
+    assert all(p.grad is not None for p in policy.head.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(backbone_before, policy.backbone.parameters()))
+
+
+# ------------------------------------------------------------------------------------------------- probes
+def test_probe_data_from_a_dataset_stacks_frames_as_the_replay_does(dataset: Path) -> None:
+    from ssrl.eval.probe import from_dataset
+
+    data = from_dataset(str(dataset))
+    files = sorted(dataset.glob("*.npz"))
+    start = 0
+    for episode, file in enumerate(files):
+        z = np.load(file)
+        frames, states = z["obs/pixels"], z["obs/state"]
+        for t in range(len(frames)):  # a plain loop: frames t-2, t-1, t, the first frame repeated before the start
+            expected = np.concatenate([frames[max(0, t - 2)], frames[max(0, t - 1)], frames[t]])
+            assert np.array_equal(data.obs[start + t], expected)
+        assert np.array_equal(data.states[start : start + len(frames)], states)
+        assert (data.episodes[start : start + len(frames)] == episode).all()
+        start += len(frames)
+    assert start == len(data.obs) == len(data.physics)
+    # the replay stacks the same way: a sampled observation is one of these
+    sample = data.replay.sample(4)["obs"]["pixels"]
+    assert all((data.obs == s).all((1, 2, 3)).any() for s in sample)
+
+
+def test_position_dims_follow_the_task_state_layout() -> None:
+    from ssrl.eval.probe import position_dims
+
+    assert position_dims("dmc/cartpole-swingup").tolist() == [True] * 3 + [False] * 2  # cart x, cos, sin | vels
+    assert position_dims("dmc/finger-spin").tolist() == [True] * 4 + [False] * 5  # position | velocity, touch
+    assert position_dims("dmc/reacher-easy").tolist() == [True] * 4 + [False] * 2  # position, to_target | vel
+
+
+def test_probe_scores_linear_matches_least_squares_and_the_mlp_fits_what_a_line_cannot() -> None:
+    from ssrl.eval.probe import probe_scores
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    x = rng.normal(size=(n, 6))
+    positions = x[:, :3] @ rng.normal(size=(3, 2)) + 0.1 * rng.normal(size=(n, 2))  # linear in the features
+    bent = x[:, 3:4] * x[:, 4:5]  # a function of the features no line follows
+    noise = rng.normal(size=(n, 1))  # a "velocity" the features do not hold
+    states = np.hstack([positions, bent, noise])
+    test = np.arange(n) % 2 == 1
+    scores = probe_scores(x, states, test, np.array([True, True, False, False]))
+    # reference: ordinary least squares with an intercept, R^2 per dimension averaged by hand
+    a = np.hstack([x, np.ones((n, 1))])
+    w, *_ = np.linalg.lstsq(a[~test], states[~test], rcond=None)
+    residual = ((a[test] @ w - states[test]) ** 2).sum(0)
+    r2 = 1 - residual / ((states[test] - states[test].mean(0)) ** 2).sum(0)
+    assert scores["linear_r2_positions"] == pytest.approx(r2[:2].mean(), abs=2e-3)
+    assert scores["linear_r2_all"] == pytest.approx(r2.mean(), abs=2e-3)
+    assert r2[2] < 0.1 and abs(r2[3]) < 0.02  # a line cannot follow the bent target, nothing follows the noise
+    assert scores["mlp_r2_positions"] > 0.97
+    assert scores["mlp_r2_all"] > (r2[:2].sum() + 0.8) / 4  # the MLP follows the bent target (R^2 > 0.8)

@@ -175,6 +175,23 @@ def test_masked_state_modality_reconstructs_masked_entries_only_and_cubes_are_cu
     assert torch.equal(cubes.amax((2, 4, 6)), cubes.amin((2, 4, 6)))  # constant inside every cube
 
 
+def test_masked_pixels_hide_each_frame_in_every_stacked_observation_that_holds_it():
+    """A 3-frame stack shares frames with its neighbours (obs t holds frames t-2..t): a frame masked in one
+    observation must be masked wherever it appears, or the transformer could copy it from the next step."""
+    agent = build("masked", PIXELS)
+    frames = torch.arange(1.0, 7.0)[:, None, None, None].expand(6, 3, *PIXELS.shape[1:])  # frame f filled with f+1
+    obs = torch.stack([frames[t : t + 3].flatten(0, 1) for t in range(4)])[None].repeat(8, 1, 1, 1, 1)
+    torch.manual_seed(0)
+    masked, masks = agent.representation.mask(obs)
+    m = masks["obs"]  # (8, 4, 9, H, W)
+    assert torch.equal(masked["obs"], obs * ~m)
+    for f in range(6):  # frame f sits in obs t's channels 3(f-t)..3(f-t)+2
+        views = [m[:, t, 3 * (f - t) : 3 * (f - t) + 3] for t in range(4) if 0 <= f - t < 3]
+        assert all(torch.equal(v, views[0]) for v in views), f"frame {f} masked differently across the stacks"
+        assert torch.equal(views[0].amax(1), views[0].amin(1))  # the same pixels in all 3 colour channels
+    assert 0.3 < float(m.float().mean()) < 0.7
+
+
 def test_world_model_curiosity_bonus_is_its_prediction_error_and_reaches_the_reward():
     agent = build("world_model", PIXELS, "representation.intrinsic_coef=0.5")
     replay = FixedReplay(PIXELS)

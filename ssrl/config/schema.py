@@ -138,7 +138,7 @@ class MaskedConfig(ObjectiveConfig):
     states: masked state dims/steps reconstructed from context and actions)."""
 
     name: str = "masked"
-    k: int = 4  # sequence of k+1 observations
+    k: int = 2  # sequence of k+1 observations (each costs an encoder pass and a target pass per sample)
     mask_ratio: float = 0.5  # fraction of pixel cubes / state entries masked
     step_mask_ratio: float = 0.0  # states: fraction of whole time steps masked as well
     cube_size: int = 8  # pixels per side of a spatial cube

@@ -99,6 +99,27 @@ def pixel_key(meta: dict[str, Any]) -> str | None:
     return None
 
 
+def episode_arrays(path: str | Path, frame_stack: int | None = None) -> dict[str, np.ndarray]:
+    """Every step of a dataset's episodes, concatenated in episode order: each observation entry (``obs/<key>``;
+    pixels stacked ``frame_stack`` deep, default the dataset's, as the replay stacks them: oldest first, the first
+    frame repeated before the start), ``action`` (zeros after an episode's last observation), and ``episode``."""
+    meta = read_meta(path)
+    stack = frame_stack or meta["frame_stack"]
+    parts: dict[str, list[np.ndarray]] = {}
+    for episode, (file, length) in enumerate(episode_files(path)):
+        with np.load(file) as z:
+            arrays = {name: z[name] for name in z.files if name.startswith("obs")}
+            action = z["action"]
+        for name, value in arrays.items():
+            if value.dtype == np.uint8 and value.ndim == 4:  # (T, C, H, W) newest frames
+                index = np.maximum(np.arange(len(value))[:, None] + np.arange(1 - stack, 1), 0)
+                value = value[index].reshape(len(value), -1, *value.shape[-2:])
+            parts.setdefault(name, []).append(value)
+        parts.setdefault("action", []).append(np.concatenate([action, np.zeros_like(action[:1])]))
+        parts.setdefault("episode", []).append(np.full(length + 1, episode))
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
 def _flat_spaces(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return data["spaces"] if data["type"] == "dict" else {"obs": data}
 

@@ -78,7 +78,9 @@ class DMCEnv(SingleEnv, gym.Env[NDArray[np.float32], NDArray[np.float32]]):
         self._action_center = np.where(bounded, (high + low) / 2, 0.0)
         self._action_scale = np.where(bounded, (high - low) / 2, 1.0)
         self.action_space = gym.spaces.Box(-1.0, 1.0, spec.shape, np.float32)
-        dim = sum(int(np.prod(s.shape)) for s in self._env.observation_spec().values())
+        # The state vector's entries in order, name -> size (e.g. cartpole: position 3, velocity 2).
+        self.state_layout = {k: int(np.prod(s.shape)) for k, s in self._env.observation_spec().items()}
+        dim = sum(self.state_layout.values())
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)
 
     @property

@@ -64,12 +64,80 @@ def collect(env_id: str, episodes: int, *, size: int = 48, frame_stack: int = 3,
                      np.array(episode_ids), pixel_space, env.action_space)
 
 
+def from_dataset(path: str, frame_stack: int | None = None) -> ProbeData:
+    """Every observation of a dataset written by ``ssrl collect`` (pixels stacked as the replay stacks them) with
+    its state, physics state and episode index; ``replay`` samples the dataset's pixels."""
+    from ssrl.data.dataset import Dataset, episode_arrays
+
+    arrays = episode_arrays(path, frame_stack)
+    data = Dataset(path, "pixels", seed=0)
+    return ProbeData(data.replay, arrays["obs/pixels"], arrays["obs/state"].astype(np.float64),
+                     arrays["obs/physics_state"], arrays["episode"], data.observation_space, data.action_space)
+
+
+def position_dims(env_id: str) -> np.ndarray:
+    """A boolean mask over the task's state vector: True for entries that describe the configuration (positions,
+    angles, orientations, relative positions), False for velocities and contact/force sensors."""
+    from ssrl.envs import make
+
+    env = make(env_id, obs="state")
+    layout = env.get_wrapper_attr("state_layout")
+    env.close()
+    rates = ("velocity", "touch", "force", "torque")
+    return np.concatenate([np.full(size, not any(word in name for word in rates)) for name, size in layout.items()])
+
+
+def mlp_fit(x: np.ndarray, y: np.ndarray, hidden: int = 256, steps: int = 1000, lr: float = 1e-3,
+            weight_decay: float = 1e-2, seed: int = 0):
+    """A small MLP probe (one hidden layer, ReLU) on standardised inputs and targets, full-batch AdamW, stopped
+    early on the last 20% of the rows (kept out of the fit); returns ``predict(x) -> y``."""
+    mu, sd = x.mean(0), x.std(0) + 1e-8
+    y_mu, y_sd = y.mean(0), y.std(0) + 1e-8
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, y.shape[1]))
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    inputs, targets = torch.from_numpy((x - mu) / sd).float(), torch.from_numpy((y - y_mu) / y_sd).float()
+    cut = int(0.8 * len(x))
+    best, best_state = float("inf"), None
+    for step in range(steps):
+        loss = (net(inputs[:cut]) - targets[:cut]).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 20 == 19:
+            with torch.no_grad():
+                val = float((net(inputs[cut:]) - targets[cut:]).pow(2).mean())
+            if val < best:
+                best, best_state = val, {k: v.clone() for k, v in net.state_dict().items()}
+    net.load_state_dict(best_state)
+
+    @torch.no_grad()
+    def predict(x_new: np.ndarray) -> np.ndarray:
+        return net(torch.from_numpy((x_new - mu) / sd).float()).double().numpy() * y_sd + y_mu
+
+    return predict
+
+
+def probe_scores(x: np.ndarray, states: np.ndarray, test: np.ndarray, positions: np.ndarray) -> dict[str, float]:
+    """Held-out R^2 of a linear (ridge) and an MLP probe fitted on the ``~test`` rows, on the position entries of
+    ``states`` and on all of them (entries constant in the training rows are dropped)."""
+    keep = states[~test].std(0) > 1e-8
+    y, positions = states[:, keep], positions[keep]
+    scores = {}
+    for name, fit in (("linear", ridge_fit), ("mlp", mlp_fit)):
+        prediction = fit(x[~test], y[~test])(x[test])
+        scores[f"{name}_r2_positions"] = r2(prediction[:, positions], y[test][:, positions])
+        scores[f"{name}_r2_all"] = r2(prediction, y[test])
+    return scores
+
+
 @torch.no_grad()
-def features(encoder: nn.Module, augment: nn.Module, obs: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Frozen features of ``obs`` (the encoder's eval view, as ``act()`` sees it)."""
+def features(encoder: nn.Module, augment: nn.Module | None, obs: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Frozen features of ``obs`` (the encoder's eval view, as ``act()`` sees it; ``augment=None``: as given)."""
     was_training = encoder.training
     encoder.eval()
-    out = [encoder(augment.eval_view(to_torch(obs[i : i + batch_size], "cpu"))).numpy()
+    view = augment.eval_view if augment is not None else (lambda x: x)
+    out = [encoder(view(to_torch(obs[i : i + batch_size], "cpu"))).numpy()
            for i in range(0, len(obs), batch_size)]
     encoder.train(was_training)
     return np.concatenate(out).astype(np.float64)

@@ -31,7 +31,7 @@ from ssrl import config as config_lib
 from ssrl import files
 from ssrl.config import EncoderConfig
 from ssrl.data import to_torch
-from ssrl.data.dataset import Dataset, episode_files, read_meta, subset
+from ssrl.data.dataset import Dataset, episode_arrays, episode_files, read_meta, subset
 from ssrl.errors import ConfigError
 from ssrl.experiments.collect import record
 from ssrl.nn.augment import Augment
@@ -66,6 +66,7 @@ class TransferConfig:
     horizon: int = 150  # max steps per episode (demos and rollouts)
     proprio: bool = True  # feed the robot's proprioceptive state to the head as well
     augmentation: str = "shift"  # "shift" or "none"
+    feature_views: int = 8  # frozen backbones: cached views per demo frame (the eval view + augmentations)
     out: str = "results/transfer"  # results.json, results.md and the recorded demos go here
     device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:N
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
@@ -92,7 +93,7 @@ def parse(args: list[str]) -> TransferConfig:
         raise ConfigError(f"suite={cfg.suite!r}: choose one of {', '.join(SUITES)}")
     if not cfg.task_list() or not cfg.demo_counts() or min(cfg.demo_counts()) < 1:
         raise ConfigError("tasks= and demos= need at least one task and positive demo counts")
-    for key in ("seeds", "rollouts", "steps", "batch_size", "size", "frame_stack", "horizon"):
+    for key in ("seeds", "rollouts", "steps", "batch_size", "size", "frame_stack", "horizon", "feature_views"):
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"{key}={getattr(cfg, key)}: must be positive")
     if cfg.augmentation not in ("shift", "none"):
@@ -150,8 +151,11 @@ class BCPolicy(nn.Module):
         self.head = nn.Sequential(mlp(backbone.features_dim + proprio_dim, hidden_dim, action_dim), nn.Tanh())
 
     def forward(self, pixels: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """Actions for (already augmented) float pixels and raw states."""
-        features = self.backbone(pixels)
+        """Actions for (already augmented) pixels and raw states."""
+        return self.from_features(self.backbone(pixels), state)
+
+    def from_features(self, features: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """Actions for backbone features and raw states."""
         if self.proprio_dim:
             features = torch.cat([features, state[:, : self.proprio_dim].float()], dim=-1)
         return self.head(features)
@@ -182,7 +186,9 @@ def make_backbone(cfg: TransferConfig, space: gym.spaces.Box) -> Backbone:
 
 
 def train_bc(cfg: TransferConfig, demos: Path, seed: int, device: torch.device) -> tuple[BCPolicy, list[float]]:
-    """Fit a policy to the demonstrations; returns it and the loss averaged over each tenth of training."""
+    """Fit a policy to the demonstrations; returns it and the loss averaged over each tenth of training. A frozen
+    backbone encodes every demonstration frame once, in ``cfg.feature_views`` views (the eval view and random
+    augmentations), and the head trains on those cached features; other backbones train end to end."""
     torch.manual_seed(seed)
     data = Dataset(demos, seed=seed)
     pixels_space = data.observation_space["pixels"]
@@ -194,10 +200,15 @@ def train_bc(cfg: TransferConfig, demos: Path, seed: int, device: torch.device) 
         scale = 1.0 if cfg.backbone == "scratch" else cfg.encoder_lr_scale
         groups.append({"params": backbone.parameters(), "lr": cfg.lr * scale})
     opt = torch.optim.Adam(groups)
+    if backbone.frozen:
+        loss_fn = cached_loss(policy, demos, cfg.feature_views, seed, cfg.batch_size, device)
+    else:
+        def loss_fn() -> torch.Tensor:
+            return policy.loss(to_torch(data.sample(cfg.batch_size), device))
     losses, chunk = [], []
     policy.train()
     for step in range(cfg.steps):
-        loss = policy.loss(to_torch(data.sample(cfg.batch_size), device))
+        loss = loss_fn()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -209,22 +220,55 @@ def train_bc(cfg: TransferConfig, demos: Path, seed: int, device: torch.device) 
     return policy, losses
 
 
+def demo_steps(demos: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixels, state and the expert's action of every demonstration step that has an action (an episode's
+    last observation has none)."""
+    arrays = episode_arrays(demos)
+    has_action = np.ones(len(arrays["episode"]), bool)
+    has_action[np.flatnonzero(np.diff(arrays["episode"], append=-1))] = False
+    return arrays["obs/pixels"][has_action], arrays["obs/state"][has_action], arrays["action"][has_action]
+
+
 @torch.no_grad()
-def success_rate(cfg: TransferConfig, policy: BCPolicy, task: str, seed: int, device: torch.device) -> list[bool]:
-    """Success of ``cfg.rollouts`` episodes from held-out initial states."""
-    env = make_task_env(cfg, task)
+def encode_views(policy: BCPolicy, pixels: np.ndarray, views: int, device: torch.device,
+                 batch_size: int = 256) -> torch.Tensor:
+    """``(N, views, d)`` frozen features of ``pixels``: view 0 the eval view, the others random augmentations."""
+    out = []
+    for i in range(0, len(pixels), batch_size):
+        x = to_torch(pixels[i : i + batch_size], device)
+        out.append(torch.stack([policy.backbone(policy.augment.eval_view(x) if v == 0 else policy.augment(x))
+                                for v in range(views)], 1))
+    return torch.cat(out)
+
+
+def cached_loss(policy: BCPolicy, demos: Path, views: int, seed: int, batch_size: int, device: torch.device):
+    """The BC loss on batches of cached features (every demonstration step equally likely, a random view each)."""
+    pixels, state, action = demo_steps(demos)
+    features = encode_views(policy, pixels, views, device)
+    state, action = to_torch(state, device), to_torch(action, device).clamp(-1, 1)
+    generator = torch.Generator().manual_seed(seed)
+
+    def loss() -> torch.Tensor:
+        index = torch.randint(0, len(features), (batch_size,), generator=generator)
+        view = torch.randint(0, views, (batch_size,), generator=generator)
+        return F.mse_loss(policy.from_features(features[index, view], state[index]), action[index])
+
+    return loss
+
+
+@torch.no_grad()
+def success_rate(cfg: TransferConfig, policy: BCPolicy, env: gym.Env, seed: int,
+                 device: torch.device) -> list[bool]:
+    """Success of ``cfg.rollouts`` episodes of ``env`` (a :func:`make_task_env`) from held-out initial states."""
     results = []
-    try:
-        for i in range(cfg.rollouts):
-            obs, _ = env.reset(seed=EVAL_SEED_OFFSET + 1000 * seed + i)
-            done, success = False, False
-            while not done:
-                obs, _, terminated, truncated, info = env.step(policy.act(obs, device))
-                success |= bool(info.get("success", False))
-                done = terminated or truncated
-            results.append(success)
-    finally:
-        env.close()
+    for i in range(cfg.rollouts):
+        obs, _ = env.reset(seed=EVAL_SEED_OFFSET + 1000 * seed + i)
+        done, success = False, False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(policy.act(obs, device))
+            success |= bool(info.get("success", False))
+            done = terminated or truncated
+        results.append(success)
     return results
 
 
@@ -238,6 +282,31 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def run_task(cfg: TransferConfig, task: str, env: gym.Env, device: torch.device) -> list[dict[str, Any]]:
+    """Every demo count and seed of one task, rollouts in ``env``; returns a row per demo count."""
+    rows = []
+    for n in cfg.demo_counts():
+        demos = demonstrations(cfg, task, n)
+        outcomes, curves, per_seed, t0 = [], [], [], time.perf_counter()
+        for seed in range(cfg.seeds):
+            policy, losses = train_bc(cfg, demos, seed, device)
+            seed_outcomes = success_rate(cfg, policy, env, seed, device)
+            outcomes += seed_outcomes
+            per_seed.append(float(np.mean(seed_outcomes)))
+            curves.append(losses)
+        k = int(sum(outcomes))
+        low, high = wilson(k, len(outcomes))
+        row = {"backbone": cfg.label(), "task": task, "demos": n, "seeds": cfg.seeds, "rollouts": len(outcomes),
+               "successes": k, "success_rate": k / len(outcomes), "ci95": [low, high], "seed_success": per_seed,
+               "demo_expert_success": read_meta(demos).get("success_rate"),
+               "bc_loss_first": float(np.mean([c[0] for c in curves])),
+               "bc_loss_last": float(np.mean([c[-1] for c in curves])), "seconds": time.perf_counter() - t0}
+        rows.append(row)
+        console.print(f"{row['backbone']:>24} {task:>12} demos={n:<3} success {k}/{len(outcomes)} "
+                      f"[{low:.2f}, {high:.2f}]  bc loss {row['bc_loss_first']:.4f} -> {row['bc_loss_last']:.4f}")
+    return rows
+
+
 def run(cfg: TransferConfig) -> list[dict[str, Any]]:
     """Train and evaluate every (task, demos, seed); write ``results.json`` and ``results.md`` to ``cfg.out``."""
     from ssrl.runtime.seeding import resolve_device
@@ -249,23 +318,11 @@ def run(cfg: TransferConfig) -> list[dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for task in cfg.task_list():
-        for n in cfg.demo_counts():
-            demos = demonstrations(cfg, task, n)
-            outcomes, curves, t0 = [], [], time.perf_counter()
-            for seed in range(cfg.seeds):
-                policy, losses = train_bc(cfg, demos, seed, device)
-                outcomes += success_rate(cfg, policy, task, seed, device)
-                curves.append(losses)
-            k = int(sum(outcomes))
-            low, high = wilson(k, len(outcomes))
-            row = {"backbone": cfg.label(), "task": task, "demos": n, "seeds": cfg.seeds, "rollouts": len(outcomes),
-                   "successes": k, "success_rate": k / len(outcomes), "ci95": [low, high],
-                   "demo_expert_success": read_meta(demos).get("success_rate"),
-                   "bc_loss_first": float(np.mean([c[0] for c in curves])),
-                   "bc_loss_last": float(np.mean([c[-1] for c in curves])), "seconds": time.perf_counter() - t0}
-            rows.append(row)
-            console.print(f"{row['backbone']:>24} {task:>12} demos={n:<3} success {k}/{len(outcomes)} "
-                          f"[{low:.2f}, {high:.2f}]  bc loss {row['bc_loss_first']:.4f} -> {row['bc_loss_last']:.4f}")
+        env = make_task_env(cfg, task)  # one env per task serves every rollout
+        try:
+            rows += run_task(cfg, task, env, device)
+        finally:
+            env.close()
     results = {"config": asdict(cfg), "rows": rows}
     files.write_text(out / "results.json", json.dumps(results, indent=2))
     (out / "results.md").write_text(markdown(rows))

@@ -89,9 +89,13 @@ class Masked(Representation):
         cfg, masked, masks = self.cfg, {}, {}
         for key, x in self._split(obs).items():
             if key in self.image_keys:
-                b, t, _, h, w = x.shape
-                m = cube_mask((b, t, h, w), cfg.mask_ratio, cfg.cube_time, cfg.cube_size, x.device)
-                masked[key] = x * ~m[:, :, None]
+                # One mask per distinct frame: stacked observations share frames (obs t holds frames t-s+1..t),
+                # so masking each observation on its own would leave a masked frame visible in its neighbours.
+                b, t, c, h, w = x.shape
+                stack = c // 3 if c % 3 == 0 else 1  # RGB frames per observation, oldest first
+                frames = cube_mask((b, t + stack - 1, h, w), cfg.mask_ratio, cfg.cube_time, cfg.cube_size, x.device)
+                m = torch.stack([frames[:, j : j + t] for j in range(stack)], 2).repeat_interleave(c // stack, 2)
+                masked[key] = x * ~m
             else:
                 m = torch.rand(x.shape, device=x.device) < cfg.mask_ratio
                 m = m | (torch.rand(*x.shape[:2], 1, device=x.device) < cfg.step_mask_ratio)

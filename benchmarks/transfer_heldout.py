@@ -1,0 +1,166 @@
+"""Held-out transfer, the R3M protocol at CPU scale: pretrain on MetaWorld tasks, behaviour-clone tasks never seen.
+
+    python benchmarks/transfer_heldout.py [--stage screen|final|all] [--seeds 3]
+
+1. Pretraining data: `ssrl collect` scripted-expert and random-policy frames of every --pretrain-tasks task
+   (--frames each), merged into one dataset with `ssrl data merge`.
+2. `ssrl pretrain` every --objectives objective on it (--steps, batch --batch-size, --size px, one backbone each).
+3. screen: `ssrl transfer` on every --heldout task (none of them in the pretraining set) with 10 demos,
+   --seeds BC seeds and 25 rollouts each, for every objective frozen, a frozen random encoder and scratch (the
+   same encoder trained end to end).
+4. final: the objective with the best screened mean success, frozen and fine-tuned, vs random and scratch at 5
+   and 25 demos with 50 rollouts.
+Frozen backbones train the BC head on cached features (ssrl transfer's feature_views), so rollouts and the
+end-to-end rows set the cost. Rows go to benchmarks/results/transfer_heldout.json as each backbone finishes:
+{"rows": [{"backbone", "objective", "mode", "task", "held_out", "demos", "seed", "rollouts", "success"}, ...]};
+work files (datasets, backbones, demos) to --work, reused by a rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from ssrl.data.dataset import info, merge
+from ssrl.experiments import transfer
+from ssrl.experiments.collect import collect
+from ssrl.experiments.pretrain import Pretrainer, parse
+
+RESULTS = Path(__file__).parent / "results" / "transfer_heldout.json"
+PRETRAIN_TASKS = "reach-v3,push-v3,pick-place-v3,plate-slide-v3,coffee-button-v3,handle-press-v3,lever-pull-v3," \
+                 "faucet-open-v3"
+HELDOUT_TASKS = "door-open-v3,drawer-open-v3,drawer-close-v3,button-press-topdown-v3,window-open-v3"
+
+
+def pretraining_data(args: argparse.Namespace, work: Path) -> Path:
+    """Scripted and random frames of every pretraining task, merged (made once)."""
+    merged = work / "pretrain-data"
+    if (merged / "dataset.json").exists():
+        return merged
+    parts = []
+    for i, task in enumerate(args.pretrain_tasks.split(",")):
+        for policy in ("scripted", "random"):
+            part = work / "collect" / f"{task}-{policy}"
+            if not (part / "dataset.json").exists():
+                collect(f"mw/{task}", policy, args.frames, part, size=args.size, frame_stack=1, seed=i,
+                        progress=False)
+            parts.append(part)
+    merge(parts, merged)
+    return merged
+
+
+def backbones(args: argparse.Namespace, work: Path, data: Path) -> dict[str, Path]:
+    """One pretrained backbone per objective (resumed or reused by a rerun)."""
+    out = {}
+    for objective in args.objectives.split(","):
+        out[objective] = work / "backbones" / objective
+        if not (out[objective] / "backbone.safetensors").exists():
+            Pretrainer(parse([f"representation={objective}", f"data={data}", f"out={out[objective]}",
+                              f"steps={args.steps}", f"batch_size={args.batch_size}", f"threads={args.threads}",
+                              "progress=false"])).run()
+    return out
+
+
+def expand(rows: list[dict], objective: str, mode: str, held_out: set[str]) -> list[dict]:
+    """``ssrl transfer``'s rows (one per task and demo count) as one row per seed."""
+    return [{"backbone": row["backbone"], "objective": objective, "mode": mode, "task": row["task"],
+             "held_out": row["task"] in held_out, "demos": row["demos"], "seed": seed,
+             "rollouts": row["rollouts"] // row["seeds"], "success": success}
+            for row in rows for seed, success in enumerate(row["seed_success"])]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", choices=("screen", "final", "all"), default="all")
+    parser.add_argument("--pretrain-tasks", default=PRETRAIN_TASKS)
+    parser.add_argument("--heldout", default=HELDOUT_TASKS)
+    parser.add_argument("--objectives", default="curl,spr,masked,world_model")
+    parser.add_argument("--frames", type=int, default=2500, help="frames per pretraining task and policy")
+    parser.add_argument("--steps", type=int, default=1500, help="pretraining steps")
+    parser.add_argument("--batch-size", type=int, default=64, help="pretraining and BC batch size")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--seeds", type=int, default=3, help="BC seeds per task and demo count")
+    parser.add_argument("--bc-steps", type=int, default=1000)
+    parser.add_argument("--horizon", type=int, default=150)
+    parser.add_argument("--screen-rollouts", type=int, default=25)
+    parser.add_argument("--final-rollouts", type=int, default=50)
+    parser.add_argument("--final-demos", default="5,25")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--work", default="runs/bench-transfer-heldout")
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    console, t0, work = Console(width=200), time.perf_counter(), Path(args.work)
+    held_out = set(args.heldout.split(","))
+    assert not held_out & set(args.pretrain_tasks.split(",")), "a held-out task is in the pretraining set"
+    out = Path(args.out)
+    result = json.loads(out.read_text()) if out.exists() else {"rows": []}
+    rows, done = result["rows"], {(r["backbone"], r["demos"]) for r in result["rows"]}
+
+    data = pretraining_data(args, work)
+    console.print(f"pretraining data: {info(data)['transitions']:,} transitions of {info(data)['tasks']}")
+    nets = backbones(args, work, data)
+    base = transfer.parse([f"tasks={args.heldout}", f"steps={args.bc_steps}", f"batch_size={args.batch_size}",
+                           f"size={args.size}", f"horizon={args.horizon}", f"seeds={args.seeds}", "frame_stack=1",
+                           f"out={work / 'transfer'}", f"threads={args.threads}", "progress=false"])
+
+    def evaluate(name: str, objective: str, mode: str, demos: str, rollouts: int) -> None:
+        backbone = name if mode in ("scratch", "random") else str(nets[objective])
+        cfg = replace(base, backbone=backbone, freeze=mode != "finetuned", demos=demos, rollouts=rollouts)
+        label = f"{cfg.label()} x{rollouts}"
+        if all((label, int(n)) in done for n in demos.split(",")):
+            return
+        new = expand(transfer.run(cfg), objective, mode, held_out)
+        for row in new:
+            row["backbone"] = label
+        rows.extend(new)
+        done.update((label, int(n)) for n in demos.split(","))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"args": vars(args), "cpus": os.cpu_count(), "torch": torch.__version__,
+                                   "seconds": round(time.perf_counter() - t0), "rows": rows}, indent=1) + "\n")
+
+    if args.stage in ("screen", "all"):
+        evaluate("scratch", "none", "scratch", "10", args.screen_rollouts)
+        evaluate("random", "none", "random", "10", args.screen_rollouts)
+        for objective in nets:
+            evaluate(objective, objective, "frozen", "10", args.screen_rollouts)
+    if args.stage in ("final", "all"):
+        screened = [r for r in rows if r["demos"] == 10 and r["mode"] == "frozen"]
+        best = max(nets, key=lambda o: np.mean([r["success"] for r in screened if r["objective"] == o] or [-1]))
+        console.print(f"best screened objective: {best}")
+        for mode in ("scratch", "random", "frozen", "finetuned"):
+            evaluate(mode, best if mode in ("frozen", "finetuned") else "none", mode, args.final_demos,
+                     args.final_rollouts)
+    table(console, rows)
+    console.print(f"wrote {out} ({(time.perf_counter() - t0) / 60:.0f} min)")
+
+
+def table(console: Console, rows: list[dict]) -> None:
+    """Mean success over held-out tasks and seeds (+- std over seeds of the task mean) per backbone and demos."""
+    view = Table(title="MetaWorld held-out tasks: BC success")
+    for column in ("backbone", "mode", "demos", "mean success", "std over seeds", "per task"):
+        view.add_column(column, justify="left" if column in ("backbone", "mode", "per task") else "right")
+    for backbone, demos in dict.fromkeys((r["backbone"], r["demos"]) for r in rows):
+        group = [r for r in rows if r["backbone"] == backbone and r["demos"] == demos and r["held_out"]]
+        seeds = sorted({r["seed"] for r in group})
+        per_seed = [np.mean([r["success"] for r in group if r["seed"] == s]) for s in seeds]
+        tasks = dict.fromkeys(r["task"] for r in group)
+        per_task = " ".join(f"{t.removesuffix('-v3')} {np.mean([r['success'] for r in group if r['task'] == t]):.2f}"
+                            for t in tasks)
+        view.add_row(backbone, group[0]["mode"], str(demos), f"{np.mean(per_seed):.3f}", f"{np.std(per_seed):.3f}",
+                     per_task)
+    console.print(view)
+
+
+if __name__ == "__main__":
+    main()
