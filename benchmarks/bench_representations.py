@@ -178,7 +178,7 @@ def full(args: argparse.Namespace) -> None:
         positions = position_dims(env_id)
         for objective in objectives:
             for seed in range(args.seeds):
-                if (objective, env_id, seed) in done:
+                if (objective, env_id, seed) in done and not args.rescore:
                     continue
                 start = time.perf_counter()
                 row = {"objective": objective, "domain": env_id, "seed": seed}
@@ -189,16 +189,19 @@ def full(args: argparse.Namespace) -> None:
                 else:
                     out = Path(args.work) / env_id.split("/")[1] / "backbones" / f"{objective}-seed{seed}"
                     extra = OBJECTIVES[objective] or [f"representation={objective}"]
-                    Pretrainer(parse([*extra, f"data={pretrain_data}", f"out={out}", f"steps={args.steps}",
-                                      f"batch_size={args.batch_size}", f"seed={seed}", f"threads={args.threads}",
-                                      *encoder, "progress=false"])).run()
+                    if not (args.rescore and (out / "backbone.safetensors").exists()):
+                        Pretrainer(parse([*extra, f"data={pretrain_data}", f"out={out}", f"steps={args.steps}",
+                                          f"batch_size={args.batch_size}", f"seed={seed}", f"threads={args.threads}",
+                                          *encoder, "progress=false"])).run()
                     net = load_backbone(out)
                     losses = np.loadtxt(out / "pretrain.csv", delimiter=",", skiprows=1, usecols=1, ndmin=1)
                     row |= {"loss_first": float(losses[0]), "loss_last": float(losses[-1])}
                 scores = probe_scores(features(net, None, probe.obs), probe.states, test, positions)
                 row |= {"r2_positions": scores["linear_r2_positions"], "r2_all": scores["linear_r2_all"],
                         "mlp_r2_positions": scores["mlp_r2_positions"], "mlp_r2_all": scores["mlp_r2_all"],
+                        "linear_r2_dims": scores["linear_r2_dims"], "mlp_r2_dims": scores["mlp_r2_dims"],
                         "seconds": round(time.perf_counter() - start, 1)}
+                rows = [r for r in rows if (r["objective"], r["domain"], r["seed"]) != (objective, env_id, seed)]
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 write_full(args, rows, time.perf_counter() - t0)
@@ -258,7 +261,9 @@ def main() -> None:
     full_args.add_argument("--layers", type=int, default=4, help="conv layers (--filters sets the channels)")
     full_args.add_argument("--work", default="runs/bench-probe")
     full_args.add_argument("--out", default=str(FULL_RESULTS))
-    full_args.add_argument("--resume", action="store_true", help="keep the rows already in probe_full.json")
+    full_args.add_argument("--resume", action="store_true", help="keep the rows already in --out")
+    full_args.add_argument("--rescore", action="store_true",
+                           help="with --resume: probe every row again from its saved backbone (no pretraining)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -473,6 +473,7 @@ def test_probe_scores_linear_matches_least_squares_and_the_mlp_fits_what_a_line_
     r2 = 1 - residual / ((states[test] - states[test].mean(0)) ** 2).sum(0)
     assert scores["linear_r2_positions"] == pytest.approx(r2[:2].mean(), abs=2e-3)
     assert scores["linear_r2_all"] == pytest.approx(r2.mean(), abs=2e-3)
+    assert scores["linear_r2_dims"] == pytest.approx(r2.tolist(), abs=2e-3)
     assert r2[2] < 0.1 and abs(r2[3]) < 0.02  # a line cannot follow the bent target, nothing follows the noise
     assert scores["mlp_r2_positions"] > 0.97
     assert scores["mlp_r2_all"] > (r2[:2].sum() + 0.8) / 4  # the MLP follows the bent target (R^2 > 0.8)

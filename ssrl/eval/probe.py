@@ -9,6 +9,7 @@ kept too, but its unbounded hinge angles (a pole that spun twice) are not a func
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,23 +91,24 @@ def position_dims(env_id: str) -> np.ndarray:
 def mlp_fit(x: np.ndarray, y: np.ndarray, hidden: int = 256, steps: int = 1000, lr: float = 1e-3,
             weight_decay: float = 1e-2, seed: int = 0):
     """A small MLP probe (one hidden layer, ReLU) on standardised inputs and targets, full-batch AdamW, stopped
-    early on the last 20% of the rows (kept out of the fit); returns ``predict(x) -> y``."""
+    early on a random 20% of the rows (kept out of the fit); returns ``predict(x) -> y``."""
     mu, sd = x.mean(0), x.std(0) + 1e-8
     y_mu, y_sd = y.mean(0), y.std(0) + 1e-8
     torch.manual_seed(seed)
     net = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, y.shape[1]))
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     inputs, targets = torch.from_numpy((x - mu) / sd).float(), torch.from_numpy((y - y_mu) / y_sd).float()
-    cut = int(0.8 * len(x))
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    fit, held = order[: int(0.8 * len(x))], order[int(0.8 * len(x)) :]
     best, best_state = float("inf"), None
     for step in range(steps):
-        loss = (net(inputs[:cut]) - targets[:cut]).pow(2).mean()
+        loss = (net(inputs[fit]) - targets[fit]).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % 20 == 19:
             with torch.no_grad():
-                val = float((net(inputs[cut:]) - targets[cut:]).pow(2).mean())
+                val = float((net(inputs[held]) - targets[held]).pow(2).mean())
             if val < best:
                 best, best_state = val, {k: v.clone() for k, v in net.state_dict().items()}
     net.load_state_dict(best_state)
@@ -118,16 +120,17 @@ def mlp_fit(x: np.ndarray, y: np.ndarray, hidden: int = 256, steps: int = 1000, 
     return predict
 
 
-def probe_scores(x: np.ndarray, states: np.ndarray, test: np.ndarray, positions: np.ndarray) -> dict[str, float]:
+def probe_scores(x: np.ndarray, states: np.ndarray, test: np.ndarray, positions: np.ndarray) -> dict[str, Any]:
     """Held-out R^2 of a linear (ridge) and an MLP probe fitted on the ``~test`` rows, on the position entries of
-    ``states`` and on all of them (entries constant in the training rows are dropped)."""
+    ``states`` and on all of them, plus each entry's R^2 (``*_r2_dims``; entries constant in the training rows are
+    dropped)."""
     keep = states[~test].std(0) > 1e-8
     y, positions = states[:, keep], positions[keep]
-    scores = {}
+    scores: dict[str, Any] = {}
     for name, fit in (("linear", ridge_fit), ("mlp", mlp_fit)):
-        prediction = fit(x[~test], y[~test])(x[test])
-        scores[f"{name}_r2_positions"] = r2(prediction[:, positions], y[test][:, positions])
-        scores[f"{name}_r2_all"] = r2(prediction, y[test])
+        dims = r2_dims(fit(x[~test], y[~test])(x[test]), y[test])
+        scores |= {f"{name}_r2_positions": float(dims[positions].mean()), f"{name}_r2_all": float(dims.mean()),
+                   f"{name}_r2_dims": [round(float(d), 4) for d in dims]}
     return scores
 
 
@@ -152,12 +155,17 @@ def ridge_fit(x: np.ndarray, y: np.ndarray, alpha: float = 10.0):
     return lambda x_new: np.hstack([(x_new - mu) / sd, np.ones((len(x_new), 1))]) @ weights * y_sd + y_mu
 
 
-def r2(prediction: np.ndarray, target: np.ndarray) -> float:
-    """R^2 averaged over the target dimensions that vary."""
+def r2_dims(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """R^2 of each target dimension that varies."""
     keep = target.std(0) > 1e-8
     residual = ((prediction[:, keep] - target[:, keep]) ** 2).sum(0)
     total = ((target[:, keep] - target[:, keep].mean(0)) ** 2).sum(0)
-    return float(np.mean(1.0 - residual / total))
+    return 1.0 - residual / total
+
+
+def r2(prediction: np.ndarray, target: np.ndarray) -> float:
+    """R^2 averaged over the target dimensions that vary."""
+    return float(np.mean(r2_dims(prediction, target)))
 
 
 def ridge_r2(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
