@@ -40,9 +40,9 @@ def run(args: argparse.Namespace, task: str, mode: str, seed: int, card: dict) -
         assert ssrl(["train", f"env={task}", "agent=sac", f"frames={args.frames}", f"seed={seed}",
                      f"size={card['input']['size']}", f"frame_stack={card['input']['frame_stack']}",
                      f"eval_every={args.frames // 4}", f"eval_episodes={args.eval_episodes}", f"run_dir={run_dir}", f"threads={args.threads}",
-                     "progress=false", *encoder]) == 0
+                     "progress=false", *args.agent.split(), *encoder]) == 0
     evals = np.genfromtxt(run_dir / "eval.csv", delimiter=",", names=True)
-    return {"task": task, "mode": mode, "seed": seed, "frames": args.frames,
+    return {"task": task, "mode": mode, "seed": seed, "frames": args.frames, "agent": args.agent,
             "final_return": float(evals["episode_reward"][-1]),
             "frames_per_s": json.loads(meta.read_text())["frames_per_s"]}
 
@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=20_000)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--agent", default="agent.batch_size=128 agent.hidden_dim=256",
+                        help="overrides shared by the three modes (CPU-sized SAC by default)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--work", default="runs/bench-transfer-rl")
     parser.add_argument("--out", default=str(RESULTS))
