@@ -255,7 +255,7 @@ def main() -> None:
     full_args.add_argument("--objectives", default=",".join(OBJECTIVES))
     full_args.add_argument("--policy-frames", type=int, default=20_000, help="state SAC frames for the policy")
     full_args.add_argument("--pretrain-frames", type=int, default=25_000, help="frames per policy, pretraining")
-    full_args.add_argument("--probe-frames", type=int, default=8_000, help="frames per policy, probe episodes")
+    full_args.add_argument("--probe-frames", type=int, default=30_000, help="frames per policy, probe episodes")
     full_args.add_argument("--steps", type=int, default=1500, help="pretraining steps per objective and seed")
     full_args.add_argument("--batch-size", type=int, default=64)
     full_args.add_argument("--layers", type=int, default=4, help="conv layers (--filters sets the channels)")
