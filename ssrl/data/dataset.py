@@ -189,6 +189,14 @@ def check_empty(out: Path) -> None:
         raise DatasetError(f"{out} is not empty; choose a new out= directory")
 
 
+def link_or_copy(source: Path, target: Path) -> None:
+    """A hard link to an episode file (they are never modified), or a copy where the filesystem has none."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
 def merge(sources: list[str | Path], out: str | Path) -> dict[str, Any]:
     """One dataset at ``out`` holding every episode of ``sources`` (renumbered in order; hard links, else copies).
     The sources must agree on spaces, frame stack and action repeat; the card lists every task and policy."""
@@ -204,11 +212,7 @@ def merge(sources: list[str | Path], out: str | Path) -> dict[str, Any]:
     index = 0
     for path in sources:
         for file, length in episode_files(path):
-            target = out / episodes.file_name(index, length)
-            try:
-                os.link(file, target)
-            except OSError:
-                shutil.copy2(file, target)
+            link_or_copy(file, out / episodes.file_name(index, length))
             index += 1
     tasks = list(dict.fromkeys(task for meta in metas for task in meta["tasks"]))
     write_meta(out, {**{k: v for k, v in metas[0].items() if k not in ("format", "ssrl_version")}, "tasks": tasks,
@@ -231,9 +235,6 @@ def subset(path: str | Path, episodes: int, out: str | Path) -> Path:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     for name in wanted:
-        try:
-            os.link(path / name, out / name)
-        except OSError:
-            shutil.copy2(path / name, out / name)
+        link_or_copy(path / name, out / name)
     shutil.copy2(path / META, out / META)
     return out
