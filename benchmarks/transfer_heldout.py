@@ -64,7 +64,7 @@ def pretraining_data(args: argparse.Namespace, work: Path) -> Path:
                         progress=False)
                 scratch.rename(part)
             parts.append(part)
-    merge(parts, merged)
+    merge(parts, merged, keys=["pixels", "state"])  # physics_state sizes differ between tasks
     return merged
 
 

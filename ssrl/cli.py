@@ -191,7 +191,7 @@ def data(args: list[str]) -> int:
         opts = options([a for a in args[1:] if "=" in a], defaults(MERGE_OPTIONS))
         if len(sources) < 2 or not opts["out"]:
             raise ConfigError("ssrl data merge needs two or more dataset directories and out=<dir>")
-        _print(dataset.merge(sources, opts["out"]))
+        _print(dataset.merge(sources, opts["out"], [k for k in opts["keys"].split(",") if k]))
         return 0
     raise ConfigError(f"usage: {HELP['data'][0]}")
 
@@ -252,7 +252,9 @@ COLLECT_OPTIONS = {
 }
 EXPORT_OPTIONS = {"run_dir": ("", "the training run whose replay to export (required)"),
                   "out": ("", "the dataset directory to write (required)")}
-MERGE_OPTIONS = {"out": ("", "the dataset directory to write (required)")}
+MERGE_OPTIONS = {"out": ("", "the dataset directory to write (required)"),
+                 "keys": ("", "observation entries to keep, comma-separated (Dict observations whose other entries "
+                              "differ, e.g. pixels,state of MetaWorld tasks); default every entry")}
 HELP = {  # command: (usage, what it does)
     "train": ("ssrl train [key=value ...]", "Train (or resume) a run. Comma lists (a,b) and seeds=N/suite=NAME/jobs=N "
               "run a grid of runs (multirun). `agent=NAME` or `representation=NAME` before --help shows that "

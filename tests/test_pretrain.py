@@ -106,6 +106,34 @@ def test_merge_renumbers_every_episode_and_refuses_mismatched_spaces(dataset: Pa
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "mixed").exists()
 
 
+
+def test_merge_keys_keeps_the_entries_tasks_share(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """MetaWorld tasks share pixels but not physics_state sizes: keys= merges the shared entries only."""
+    import shutil
+
+    other = tmp_path / "other"  # the same frames, with a 6-entry physics_state as another task would have
+    shutil.copytree(dataset, other)
+    for file in other.glob("*.npz"):
+        with np.load(file) as z:
+            arrays = dict(z)
+        arrays["obs/physics_state"] = np.zeros((len(arrays["obs/pixels"]), 6))
+        np.savez(file, **arrays)
+    card = json.loads((other / "dataset.json").read_text())
+    card["observation_space"]["spaces"]["physics_state"]["shape"] = [6]
+    (other / "dataset.json").write_text(json.dumps(card))
+    assert main(["data", "merge", str(dataset), str(other), f"out={tmp_path / 'all'}"]) == 2
+    err = capsys.readouterr().err
+    assert "observation_space differ (entries physics_state); keys=pixels,state merges only the entries they share" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "all").exists()
+    assert main(["data", "merge", str(dataset), str(other), f"out={tmp_path / 'all'}", "keys=pixels,state"]) == 0
+    merged = Dataset(tmp_path / "all")
+    assert list(merged.observation_space.spaces) == ["pixels", "state"] and len(merged) == 2 * len(Dataset(dataset))
+    batch = merged.sample_sequences(4, 2)
+    assert batch["obs"]["pixels"].shape[:2] == (4, 3) and "physics_state" not in batch["obs"]
+    assert main(["data", "merge", str(dataset), str(other), f"out={tmp_path / 'x'}", "keys=depth"]) == 2
+    assert "has no observation entry 'depth'; it has physics_state, pixels, state" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
 def test_collect_refuses_unknown_policy_and_scripted_without_expert(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="policy='greedy'"):
         collect(ENV, "greedy", 100, tmp_path / "a", size=SIZE, progress=False)

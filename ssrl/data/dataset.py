@@ -197,16 +197,22 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def merge(sources: list[str | Path], out: str | Path) -> dict[str, Any]:
+def merge(sources: list[str | Path], out: str | Path, keys: list[str] | None = None) -> dict[str, Any]:
     """One dataset at ``out`` holding every episode of ``sources`` (renumbered in order; hard links, else copies).
-    The sources must agree on spaces, frame stack and action repeat; the card lists every task and policy."""
+    The sources must agree on spaces, frame stack and action repeat; with ``keys``, only those observation
+    entries of a Dict observation (e.g. ``pixels`` of MetaWorld tasks whose ``physics_state`` sizes differ) must
+    agree, and the card lists only them. The card lists every task and policy."""
     out = Path(out)
     if len(sources) < 2:
         raise DatasetError("merge needs at least two datasets")
     metas = [read_meta(path) for path in sources]
+    if keys:
+        metas = [{**meta, "observation_space": _select(meta["observation_space"], keys, path)}
+                 for meta, path in zip(metas, sources)]
     for key in ("observation_space", "action_space", "frame_stack", "action_repeat"):
         if any(meta[key] != metas[0][key] for meta in metas):
-            raise DatasetError(f"cannot merge {', '.join(map(str, sources))}: their {key} differ")
+            raise DatasetError(f"cannot merge {', '.join(map(str, sources))}: their {key} differ"
+                               + (_differing_entries(metas, keys) if key == "observation_space" else ""))
     check_empty(out)
     out.mkdir(parents=True, exist_ok=True)
     index = 0
@@ -219,6 +225,27 @@ def merge(sources: list[str | Path], out: str | Path) -> dict[str, Any]:
                      "policy": " + ".join(str(meta.get("policy", "?")) for meta in metas),
                      "sources": [str(Path(path).resolve()) for path in sources]})
     return info(out)
+
+
+def _select(space: dict[str, Any], keys: list[str], path: str | Path) -> dict[str, Any]:
+    """The Dict observation space ``space`` (a card's entry) restricted to ``keys``."""
+    if space["type"] != "dict":
+        raise DatasetError(f"dataset {path} has one observation array; keys= selects entries of Dict observations")
+    if missing := [k for k in keys if k not in space["spaces"]]:
+        have = ", ".join(space["spaces"])
+        raise DatasetError(f"dataset {path} has no observation entry {missing[0]!r}; it has {have}")
+    return {**space, "spaces": {k: space["spaces"][k] for k in keys}}
+
+
+def _differing_entries(metas: list[dict[str, Any]], keys: list[str] | None) -> str:
+    """Which entries of Dict observations differ, and the keys= that merges the others."""
+    spaces = [meta["observation_space"] for meta in metas]
+    if keys or any(space["type"] != "dict" for space in spaces):
+        return ""
+    names = list(dict.fromkeys(k for space in spaces for k in space["spaces"]))
+    shared = [k for k in names if all(space["spaces"].get(k) == spaces[0]["spaces"].get(k) for space in spaces)]
+    differ = ", ".join(k for k in names if k not in shared)
+    return f" (entries {differ}); keys={','.join(shared)} merges only the entries they share" if shared else ""
 
 
 def subset(path: str | Path, episodes: int, out: str | Path) -> Path:
