@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import time
 from pathlib import Path
@@ -134,13 +133,9 @@ def full_data(args: argparse.Namespace, env_id: str) -> tuple[Path, Path]:
         parts = []
         for name, spec in (("random", "random"), ("policy", f"checkpoint:{policy}")):
             part = work / f"{split}-{name}"
-            if not (part / "dataset.json").exists():  # collected into a scratch dir, renamed when complete
-                scratch = part.with_name(part.name + ".partial")
-                if scratch.exists():  # this benchmark's own, left by an interrupted run
-                    shutil.rmtree(scratch)
-                assert ssrl(["collect", f"env={env_id}", f"policy={spec}", f"frames={frames}", f"out={scratch}",
+            if not (part / "dataset.json").exists():  # (an interrupted collect leaves `part` empty)
+                assert ssrl(["collect", f"env={env_id}", f"policy={spec}", f"frames={frames}", f"out={part}",
                              f"size={args.pixels}", f"seed={seed}", "progress=false"]) == 0
-                scratch.rename(part)
             parts.append(str(part))
         out[split] = work / split
         if not (out[split] / "dataset.json").exists():

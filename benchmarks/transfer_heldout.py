@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -42,13 +41,6 @@ PRETRAIN_TASKS = "reach-v3,push-v3,pick-place-v3,plate-slide-v3,coffee-button-v3
 HELDOUT_TASKS = "door-open-v3,drawer-open-v3,drawer-close-v3,button-press-topdown-v3,window-open-v3"
 
 
-def fresh(path: Path) -> Path:
-    """``path`` emptied: this benchmark's own scratch directory, left behind by an interrupted run."""
-    if path.exists():
-        shutil.rmtree(path)
-    return path
-
-
 def pretraining_data(args: argparse.Namespace, work: Path) -> Path:
     """Scripted and random frames of every pretraining task, merged (made once)."""
     merged = work / "pretrain-data"
@@ -58,11 +50,9 @@ def pretraining_data(args: argparse.Namespace, work: Path) -> Path:
     for i, task in enumerate(args.pretrain_tasks.split(",")):
         for policy in ("scripted", "random"):
             part = work / "collect" / f"{task}-{policy}"
-            if not (part / "dataset.json").exists():  # collected into a scratch dir, renamed when complete
-                scratch = fresh(part.with_name(part.name + ".partial"))
-                collect(f"mw/{task}", policy, args.frames, scratch, size=args.size, frame_stack=1, seed=i,
+            if not (part / "dataset.json").exists():  # (an interrupted collect leaves `part` empty)
+                collect(f"mw/{task}", policy, args.frames, part, size=args.size, frame_stack=1, seed=i,
                         progress=False)
-                scratch.rename(part)
             parts.append(part)
     merge(parts, merged, keys=["pixels", "state"])  # physics_state sizes differ between tasks
     return merged

@@ -141,6 +141,37 @@ def test_collect_refuses_unknown_policy_and_scripted_without_expert(tmp_path: Pa
         collect(ENV, "scripted", 100, tmp_path / "b", size=SIZE, progress=False)
 
 
+
+def test_an_interrupted_collect_leaves_out_empty_and_a_rerun_completes(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    import fcntl
+
+    from ssrl.envs import make
+    from ssrl.experiments.collect import WithPhysics, record
+
+    out, calls = tmp_path / "data", []
+    env = WithPhysics(make(ENV, obs="pixels+state", size=SIZE, frame_stack=1))
+
+    def act(obs: dict) -> np.ndarray:
+        calls.append(1)
+        if len(calls) > 300:  # the third episode: two are on disk by now
+            raise KeyboardInterrupt
+        return env.action_space.sample()
+
+    meta = {"tasks": [ENV], "policy": "random"}
+    with pytest.raises(KeyboardInterrupt):
+        record(env, act, out, frames=4000, meta=meta, progress=False)
+    scratch = tmp_path / ".data.partial"
+    assert not out.exists() and len(list(scratch.glob("*.npz"))) == 2  # finished episodes, in the scratch only
+    with open(scratch / ".lock") as held:  # another process writing the same out
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main(["collect", f"env={ENV}", "frames=1000", f"out={out}", f"size={SIZE}", "progress=false"]) == 2
+        assert "is being written by another process" in capsys.readouterr().err
+    assert main(["collect", f"env={ENV}", "frames=1000", f"out={out}", f"size={SIZE}", "progress=false"]) == 0
+    assert info(out)["episodes"] == 1 and sorted(p.name for p in out.iterdir()) == ["000000_125.npz", "dataset.json"]
+    assert not scratch.exists()
+    env.close()
+
 # ---------------------------------------------------------------------------------------------- pretrain
 def test_lr_warmup_then_cosine() -> None:
     assert lr_factor(0, 10, 110) == pytest.approx(0.1) and lr_factor(9, 10, 110) == pytest.approx(1.0)

@@ -10,9 +10,12 @@ ReplayBuffer from the files, which checks every array's shape and dtype and name
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +192,34 @@ def check_empty(out: Path) -> None:
         raise DatasetError(f"{out} is not empty; choose a new out= directory")
 
 
+@contextlib.contextmanager
+def writing(out: Path) -> Iterator[Path]:
+    """A scratch directory to write the new dataset ``out`` into; it becomes ``out`` when the block ends without
+    error, so an interrupted write never leaves a part of a dataset at ``out``. The scratch, ``.<name>.partial``
+    beside ``out``, is kept after an error and emptied by the next write of ``out``; a second process writing the
+    same ``out`` meanwhile is refused."""
+    out = Path(out)
+    check_empty(out)
+    scratch = out.with_name(f".{out.name}.partial")
+    scratch.mkdir(parents=True, exist_ok=True)
+    lock = open(scratch / ".lock", "a")  # noqa: SIM115 (held while writing; closing releases the flock)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise DatasetError(f"{out} is being written by another process (its scratch {scratch} is locked)") from None
+        for stale in scratch.iterdir():  # what an interrupted write left
+            if stale.name != ".lock":
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+        yield scratch
+        (scratch / ".lock").unlink()
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        scratch.rename(out)
+    finally:
+        lock.close()
+
+
 def link_or_copy(source: Path, target: Path) -> None:
     """A hard link to an episode file (they are never modified), or a copy where the filesystem has none."""
     try:
@@ -213,17 +244,16 @@ def merge(sources: list[str | Path], out: str | Path, keys: list[str] | None = N
         if any(meta[key] != metas[0][key] for meta in metas):
             raise DatasetError(f"cannot merge {', '.join(map(str, sources))}: their {key} differ"
                                + (_differing_entries(metas, keys) if key == "observation_space" else ""))
-    check_empty(out)
-    out.mkdir(parents=True, exist_ok=True)
-    index = 0
-    for path in sources:
-        for file, length in episode_files(path):
-            link_or_copy(file, out / episodes.file_name(index, length))
-            index += 1
-    tasks = list(dict.fromkeys(task for meta in metas for task in meta["tasks"]))
-    write_meta(out, {**{k: v for k, v in metas[0].items() if k not in ("format", "ssrl_version")}, "tasks": tasks,
-                     "policy": " + ".join(str(meta.get("policy", "?")) for meta in metas),
-                     "sources": [str(Path(path).resolve()) for path in sources]})
+    with writing(out) as scratch:
+        index = 0
+        for path in sources:
+            for file, length in episode_files(path):
+                link_or_copy(file, scratch / episodes.file_name(index, length))
+                index += 1
+        tasks = list(dict.fromkeys(task for meta in metas for task in meta["tasks"]))
+        write_meta(scratch, {**{k: v for k, v in metas[0].items() if k not in ("format", "ssrl_version")},
+                             "tasks": tasks, "policy": " + ".join(str(meta.get("policy", "?")) for meta in metas),
+                             "sources": [str(Path(path).resolve()) for path in sources]})
     return info(out)
 
 

@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 
 from ssrl.data import ReplayBuffer
-from ssrl.data.dataset import check_empty, episode_files, info, space_to_json, write_meta
+from ssrl.data.dataset import check_empty, episode_files, info, space_to_json, write_meta, writing
 from ssrl.errors import DatasetError
 
 POLICIES = ("random", "scripted", "checkpoint:RUN_DIR")
@@ -68,14 +68,13 @@ def record(env: gym.Env, act: Callable[[Any], np.ndarray], out: Path, *, frames:
     from rich.progress import Progress
 
     out = Path(out)
-    check_empty(out)
     repeat = int(env.get_wrapper_attr("action_repeat"))
     frame_stack = int(env.get_wrapper_attr("frame_stack"))
-    replay = ReplayBuffer(env.observation_space, env.action_space, COLLECT_CAPACITY, frame_stack=frame_stack,
-                          directory=out, seed=seed)
-    done_frames, episode, successes = 0, 0, 0
-    total = episodes or frames
-    with Progress(disable=not progress) as bar:
+    with writing(out) as scratch, Progress(disable=not progress) as bar:
+        replay = ReplayBuffer(env.observation_space, env.action_space, COLLECT_CAPACITY, frame_stack=frame_stack,
+                              directory=scratch, seed=seed)
+        done_frames, episode, successes = 0, 0, 0
+        total = episodes or frames
         task = bar.add_task(f"collect {meta['tasks'][0]} policy={meta['policy']}", total=total)
         while (episode < episodes) if episodes else (done_frames < frames):
             obs, _ = env.reset(seed=seed * 1_000_003 + episode)
@@ -91,9 +90,10 @@ def record(env: gym.Env, act: Callable[[Any], np.ndarray], out: Path, *, frames:
             episode += 1
             successes += success
             bar.update(task, completed=episode if episodes else min(done_frames, frames))
-    write_meta(out, {**meta, "seed": seed, "frame_stack": frame_stack, "action_repeat": repeat,
-                      "success_rate": successes / episode, "observation_space": space_to_json(env.observation_space),
-                      "action_space": space_to_json(env.action_space)})
+        write_meta(scratch, {**meta, "seed": seed, "frame_stack": frame_stack, "action_repeat": repeat,
+                             "success_rate": successes / episode,
+                             "observation_space": space_to_json(env.observation_space),
+                             "action_space": space_to_json(env.action_space)})
     return info(out)
 
 
@@ -137,11 +137,10 @@ def export_run(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
     spaces = space_to_json(env.observation_space), space_to_json(env.action_space)
     repeat = int(env.get_wrapper_attr("action_repeat"))
     env.close()
-    out.mkdir(parents=True, exist_ok=True)
-    files = episode_files(run_dir / "replay")
-    for path, _ in files:
-        shutil.copy2(path, out / path.name)
-    write_meta(out, {"tasks": [cfg.env], "policy": f"run:{run_dir}", "seed": cfg.seed, "obs": cfg.obs,
-                      "size": cfg.size, "frame_stack": cfg.frame_stack, "action_repeat": repeat, "render": cfg.render,
-                      "observation_space": spaces[0], "action_space": spaces[1]})
+    with writing(out) as scratch:
+        for path, _ in episode_files(run_dir / "replay"):
+            shutil.copy2(path, scratch / path.name)
+        write_meta(scratch, {"tasks": [cfg.env], "policy": f"run:{run_dir}", "seed": cfg.seed, "obs": cfg.obs,
+                             "size": cfg.size, "frame_stack": cfg.frame_stack, "action_repeat": repeat,
+                             "render": cfg.render, "observation_space": spaces[0], "action_space": spaces[1]})
     return info(out)
