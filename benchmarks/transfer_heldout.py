@@ -10,6 +10,10 @@
    same encoder trained end to end).
 4. final: the objective with the best screened mean success, frozen and fine-tuned, vs random and scratch at 5
    and 25 demos with 50 rollouts.
+5. probe (why a backbone pays or not; its own stage, --probe-out): held-out R^2 of linear and MLP probes from each
+   frozen backbone's features (eval view, as the BC head sees them) to the object position (MetaWorld state 4-6,
+   what the BC head does not get as proprioception) and the hand position (0-2) on the held-out tasks'
+   demonstrations, all tasks pooled, even demos fit, odd demos scored; random encoders of the BC seeds as control.
 Frozen backbones train the BC head on cached features (ssrl transfer's feature_views), so rollouts and the
 end-to-end rows set the cost. Rows go to benchmarks/results/transfer_heldout.json as each backbone finishes:
 {"rows": [{"backbone", "objective", "mode", "task", "held_out", "demos", "seed", "rollouts", "success"}, ...]};
@@ -31,11 +35,14 @@ from rich.console import Console
 from rich.table import Table
 
 from ssrl.data.dataset import info, merge
+from ssrl.eval.probe import from_dataset
 from ssrl.experiments import transfer
 from ssrl.experiments.collect import collect
 from ssrl.experiments.pretrain import Pretrainer, parse
 
 RESULTS = Path(__file__).parent / "results" / "transfer_heldout.json"
+PROBE_RESULTS = Path(__file__).parent / "results" / "transfer_heldout_probe.json"
+PROBED = {"object xyz": [4, 5, 6], "hand xyz": [0, 1, 2]}  # entries of MetaWorld's 39-entry state
 PRETRAIN_TASKS = "reach-v3,push-v3,pick-place-v3,plate-slide-v3,coffee-button-v3,handle-press-v3,lever-pull-v3," \
                  "faucet-open-v3"
 HELDOUT_TASKS = "door-open-v3,drawer-open-v3,drawer-close-v3,button-press-topdown-v3,window-open-v3"
@@ -80,7 +87,7 @@ def expand(rows: list[dict], objective: str, mode: str, held_out: set[str]) -> l
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stage", choices=("screen", "final", "all"), default="all")
+    parser.add_argument("--stage", choices=("screen", "final", "all", "probe"), default="all")
     parser.add_argument("--pretrain-tasks", default=PRETRAIN_TASKS)
     parser.add_argument("--heldout", default=HELDOUT_TASKS)
     parser.add_argument("--objectives", default="curl,spr,masked,world_model")
@@ -97,6 +104,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--work", default="runs/bench-transfer-heldout")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--probe-out", default=str(PROBE_RESULTS))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -109,7 +117,11 @@ def main() -> None:
 
     data = pretraining_data(args, work)
     console.print(f"pretraining data: {info(data)['transitions']:,} transitions of {info(data)['tasks']}")
-    nets = backbones(args, work, data)
+    if args.stage == "probe":  # the backbones made so far (a screen may be running beside it)
+        nets = {o: work / "backbones" / o for o in args.objectives.split(",")
+                if (work / "backbones" / o / "backbone.safetensors").exists()}
+    else:
+        nets = backbones(args, work, data)
     base = transfer.parse([f"tasks={args.heldout}", f"steps={args.bc_steps}", f"batch_size={args.batch_size}",
                            f"size={args.size}", f"horizon={args.horizon}", f"seeds={args.seeds}", "frame_stack=1",
                            f"out={work / 'transfer'}", f"threads={args.threads}", "progress=false"])
@@ -129,6 +141,8 @@ def main() -> None:
         out.write_text(json.dumps({"args": vars(args), "cpus": os.cpu_count(), "torch": torch.__version__,
                                    "seconds": round(time.perf_counter() - t0), "rows": rows}, indent=1) + "\n")
 
+    if args.stage == "probe":
+        return probe(args, base, nets, console)
     if args.stage in ("screen", "all"):
         evaluate("scratch", "none", "scratch", "10", args.screen_rollouts)
         evaluate("random", "none", "random", "10", args.screen_rollouts)
@@ -143,6 +157,44 @@ def main() -> None:
                      args.final_rollouts)
     table(console, rows)
     console.print(f"wrote {out} ({(time.perf_counter() - t0) / 60:.0f} min)")
+
+
+def probe(args: argparse.Namespace, base: transfer.TransferConfig, nets: dict[str, Path], console: Console) -> None:
+    """Stage 5 (module docstring): rows {"backbone", "objective", "seed", "target", "linear_r2", "mlp_r2"} to
+    --probe-out."""
+    from ssrl.eval.probe import features, probe_scores
+    from ssrl.nn.augment import Augment
+
+    screened = replace(base, demos="10")  # the screen's demonstrations (recorded by it, or here)
+    demos = [from_dataset(str(transfer.demonstrations(screened, task, 10))) for task in args.heldout.split(",")]
+    obs = np.concatenate([d.obs for d in demos])
+    states = np.concatenate([d.states for d in demos])
+    episodes = np.concatenate([d.episodes + 1000 * i for i, d in enumerate(demos)])
+    test = episodes % 2 == 1
+    augment = Augment(base.augmentation, demos[0].observation_space)
+    backbones = [(f"random-seed{seed}", "random", seed) for seed in range(args.seeds)]
+    backbones += [(str(path), objective, 0) for objective, path in nets.items()]
+    rows = []
+    for name, objective, seed in backbones:
+        torch.manual_seed(seed)
+        net = transfer.make_backbone(replace(base, backbone=name if objective != "random" else "random"),
+                                     demos[0].observation_space)
+        x = features(net, augment, obs)
+        for target, dims in PROBED.items():
+            scores = probe_scores(x, states[:, dims], test, np.ones(len(dims), bool))
+            rows.append({"backbone": name, "objective": objective, "seed": seed, "target": target,
+                         "linear_r2": scores["linear_r2_all"], "mlp_r2": scores["mlp_r2_all"],
+                         "linear_r2_dims": scores["linear_r2_dims"]})
+            console.print(json.dumps(rows[-1]))
+    Path(args.probe_out).write_text(json.dumps({"args": vars(args), "frames": len(obs), "rows": rows}, indent=1) + "\n")
+    view = Table(title=f"held-out demonstrations ({len(obs):,} frames): probe R^2 from frozen features")
+    for column in ("objective", "target", "linear R^2", "MLP R^2"):
+        view.add_column(column, justify="left" if column in ("objective", "target") else "right")
+    for objective in dict.fromkeys(r["objective"] for r in rows):
+        for target in PROBED:
+            group = [r for r in rows if r["objective"] == objective and r["target"] == target]
+            view.add_row(objective, target, *(f"{np.mean([r[k] for r in group]):.3f}" for k in ("linear_r2", "mlp_r2")))
+    console.print(view)
 
 
 def table(console: Console, rows: list[dict]) -> None:

@@ -67,13 +67,15 @@ def collect(env_id: str, episodes: int, *, size: int = 48, frame_stack: int = 3,
 
 def from_dataset(path: str, frame_stack: int | None = None) -> ProbeData:
     """Every observation of a dataset written by ``ssrl collect`` (pixels stacked as the replay stacks them) with
-    its state, physics state and episode index; ``replay`` samples the dataset's pixels."""
+    its state, physics state (``(N, 0)`` where the dataset has none, e.g. ``ssrl transfer``'s demonstrations) and
+    episode index; ``replay`` samples the dataset's pixels."""
     from ssrl.data.dataset import Dataset, episode_arrays
 
     arrays = episode_arrays(path, frame_stack)
     data = Dataset(path, "pixels", seed=0)
-    return ProbeData(data.replay, arrays["obs/pixels"], arrays["obs/state"].astype(np.float64),
-                     arrays["obs/physics_state"], arrays["episode"], data.observation_space, data.action_space)
+    physics = arrays.get("obs/physics_state", np.zeros((len(arrays["episode"]), 0)))
+    return ProbeData(data.replay, arrays["obs/pixels"], arrays["obs/state"].astype(np.float64), physics,
+                     arrays["episode"], data.observation_space, data.action_space)
 
 
 def position_dims(env_id: str) -> np.ndarray:
