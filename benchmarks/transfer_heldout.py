@@ -101,6 +101,9 @@ def main() -> None:
     parser.add_argument("--screen-rollouts", type=int, default=25)
     parser.add_argument("--final-rollouts", type=int, default=50)
     parser.add_argument("--final-demos", default="5,25")
+    parser.add_argument("--final-modes", default="scratch,random,frozen,finetuned",
+                        help="the final stage's rows (scratch and random need no backbone: a second process can run "
+                             "them beside a screen, with its own --out)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--work", default="runs/bench-transfer-heldout")
     parser.add_argument("--out", default=str(RESULTS))
@@ -117,7 +120,9 @@ def main() -> None:
 
     data = pretraining_data(args, work)
     console.print(f"pretraining data: {info(data)['transitions']:,} transitions of {info(data)['tasks']}")
-    if args.stage == "probe":  # the backbones made so far (a screen may be running beside it)
+    modes = args.final_modes.split(",")
+    if args.stage == "probe" or (args.stage == "final" and not {"frozen", "finetuned"} & set(modes)):
+        # the backbones made so far (a screen may be running beside this process)
         nets = {o: work / "backbones" / o for o in args.objectives.split(",")
                 if (work / "backbones" / o / "backbone.safetensors").exists()}
     else:
@@ -152,7 +157,7 @@ def main() -> None:
         screened = [r for r in rows if r["demos"] == 10 and r["mode"] == "frozen"]
         best = max(nets, key=lambda o: np.mean([r["success"] for r in screened if r["objective"] == o] or [-1]))
         console.print(f"best screened objective: {best}")
-        for mode in ("scratch", "random", "frozen", "finetuned"):
+        for mode in modes:
             evaluate(mode, best if mode in ("frozen", "finetuned") else "none", mode, args.final_demos,
                      args.final_rollouts)
     table(console, rows)
