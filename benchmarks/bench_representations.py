@@ -20,7 +20,9 @@ The full table, everything through ssrl's own commands (work files in --work, re
    `ssrl data merge`), and the same two for the probe with other seeds (--probe-frames each: held-out episodes),
 2. every objective pretrained alone (`ssrl pretrain`, --steps, batch --batch-size) per seed, plus two controls:
    `random` (the encoder at its initialisation, no training) and `pixel_ae` (a pixel autoencoder: world_model
-   with only its decoder loss),
+   with only its decoder loss); and an upper bound, `supervised`: the same encoder trained (--steps x
+   --batch-size, shift augmentation, Adam) to regress the standardised state from pixels on the probe's fitting
+   episodes - what an encoder of this shape can make readable at these pixels and this data,
 3. frozen features of the probe episodes; a ridge and a small MLP probe fitted on the even episodes and scored on
    the odd ones (R^2 of the positions and of the whole state vector, velocities included).
 Rows go to benchmarks/results/probe_full.json as they finish; the table shows mean and a 95% t-interval over seeds.
@@ -53,7 +55,8 @@ MODULES = ["none", "curl", "spr", "masked", "world_model"]
 # The full table's rows: ssrl pretrain overrides per objective (random: no training).
 OBJECTIVES = {"random": None, "curl": [], "spr": [], "masked": [], "world_model": [],
               "pixel_ae": ["representation=world_model", "representation.k=1", "representation.consistency_coef=0",
-                           "representation.reward_coef=0", "representation.decoder_coef=1"]}
+                           "representation.reward_coef=0", "representation.decoder_coef=1"],
+              "supervised": None}  # trained on the probe's own fitting episodes (supervised_encoder)
 
 
 def random_replay(space: gym.spaces.Box, frame_stack: int, episodes: int = 4, length: int = 100) -> ReplayBuffer:
@@ -181,6 +184,8 @@ def full(args: argparse.Namespace) -> None:
                     torch.manual_seed(seed)
                     cfg = parse(["data=.", "out=.", *encoder])
                     net = PixelEncoder(probe.observation_space, cfg.encoder)
+                    if objective == "supervised":
+                        row |= supervised_encoder(net, probe.obs[~test], probe.states[~test], args, seed)
                 else:
                     out = Path(args.work) / env_id.split("/")[1] / "backbones" / f"{objective}-seed{seed}"
                     extra = OBJECTIVES[objective] or [f"representation={objective}"]
@@ -204,6 +209,28 @@ def full(args: argparse.Namespace) -> None:
     console.print(f"wrote {args.out} ({(time.perf_counter() - t0) / 60:.0f} min)")
 
 
+def supervised_encoder(net: torch.nn.Module, obs: np.ndarray, states: np.ndarray, args: argparse.Namespace,
+                       seed: int) -> dict:
+    """Train ``net`` and a linear head to regress the standardised ``states`` from ``obs`` (shift-augmented
+    batches); returns the first and last loss."""
+    from ssrl.data import to_torch
+    from ssrl.nn.augment import Augment
+
+    augment = Augment("shift", gym.spaces.Box(0, 255, obs.shape[1:], np.uint8))
+    target = torch.from_numpy((states - states.mean(0)) / (states.std(0) + 1e-8)).float()
+    head = torch.nn.Linear(net.features_dim, states.shape[1])
+    opt = torch.optim.Adam([*net.parameters(), *head.parameters()], lr=1e-3)
+    rng, losses = np.random.default_rng(seed), []
+    for _ in range(args.steps):
+        index = rng.integers(0, len(obs), args.batch_size)
+        loss = (head(net(augment(to_torch(obs[index], "cpu")))) - target[index]).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    return {"loss_first": float(np.mean(losses[:20])), "loss_last": float(np.mean(losses[-20:]))}
+
+
 def write_full(args: argparse.Namespace, rows: list[dict], seconds: float) -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"args": vars(args), "cpus": os.cpu_count(), "torch": torch.__version__,
@@ -213,7 +240,7 @@ def write_full(args: argparse.Namespace, rows: list[dict], seconds: float) -> No
 def full_table(console: Console, rows: list[dict], args: argparse.Namespace) -> None:
     for env_id in dict.fromkeys(r["domain"] for r in rows):
         table = Table(title=f"{env_id}: probe R^2 on held-out episodes, {args.steps} pretraining steps x batch "
-                            f"{args.batch_size}, {args.size} px, mean +- 95% CI over seeds")
+                            f"{args.batch_size}, {args.pixels} px, mean +- 95% CI over seeds")
         for column in ("objective", "seeds", "linear positions", "linear all", "MLP positions", "MLP all",
                        "loss first -> last"):
             table.add_column(column, justify="left" if column == "objective" else "right")
