@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--screen-rollouts", type=int, default=25)
     parser.add_argument("--final-rollouts", type=int, default=50)
     parser.add_argument("--final-demos", default="5,25")
+    parser.add_argument("--best", default="", help="the final stage's objective (default: the best screened one "
+                                                   "in --out)")
     parser.add_argument("--final-modes", default="scratch,random,frozen,finetuned",
                         help="the final stage's rows (scratch and random need no backbone: a second process can run "
                              "them beside a screen, with its own --out)")
@@ -149,13 +151,14 @@ def main() -> None:
     if args.stage == "probe":
         return probe(args, base, nets, console)
     if args.stage in ("screen", "all"):
-        evaluate("scratch", "none", "scratch", "10", args.screen_rollouts)
         evaluate("random", "none", "random", "10", args.screen_rollouts)
-        for objective in nets:
+        for objective in nets:  # frozen rows first: they are cheap and pick the final stage's objective
             evaluate(objective, objective, "frozen", "10", args.screen_rollouts)
+        evaluate("scratch", "none", "scratch", "10", args.screen_rollouts)
     if args.stage in ("final", "all"):
         screened = [r for r in rows if r["demos"] == 10 and r["mode"] == "frozen"]
-        best = max(nets, key=lambda o: np.mean([r["success"] for r in screened if r["objective"] == o] or [-1]))
+        best = args.best or max(nets, key=lambda o: np.mean([r["success"] for r in screened if r["objective"] == o]
+                                                           or [-1]))
         console.print(f"best screened objective: {best}")
         for mode in modes:
             evaluate(mode, best if mode in ("frozen", "finetuned") else "none", mode, args.final_demos,
