@@ -180,13 +180,12 @@ def probe(args: argparse.Namespace, base: transfer.TransferConfig, nets: dict[st
     episodes = np.concatenate([d.episodes + 1000 * i for i, d in enumerate(demos)])
     test = episodes % 2 == 1
     augment = Augment(base.augmentation, demos[0].observation_space)
-    backbones = [(f"random-seed{seed}", "random", seed) for seed in range(args.seeds)]
-    backbones += [(str(path), objective, 0) for objective, path in nets.items()]
+    backbones = [(f"random-seed{seed}", "random", "random", seed) for seed in range(args.seeds)]
+    backbones += [(str(path), str(path), objective, 0) for objective, path in nets.items()]
     rows = []
-    for name, objective, seed in backbones:
+    for name, backbone, objective, seed in backbones:
         torch.manual_seed(seed)
-        net = transfer.make_backbone(replace(base, backbone=name if objective != "random" else "random"),
-                                     demos[0].observation_space)
+        net = transfer.make_backbone(replace(base, backbone=backbone), demos[0].observation_space)
         x = features(net, augment, obs)
         for target, dims in PROBED.items():
             scores = probe_scores(x, states[:, dims], test, np.ones(len(dims), bool))

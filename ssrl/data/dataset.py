@@ -138,13 +138,9 @@ class Dataset:
                  seed: int | None = None) -> None:
         self.path = Path(path)
         self.meta = read_meta(self.path)
-        space = space_from_json(self.meta["observation_space"])
         self.key = key
-        if key is not None:
-            if not isinstance(space, gym.spaces.Dict) or key not in space.spaces:
-                keys = list(space.spaces) if isinstance(space, gym.spaces.Dict) else ["(a single array)"]
-                raise DatasetError(f"dataset {path} has no observation entry {key!r}; it has {', '.join(keys)}")
-            space = gym.spaces.Dict({key: space.spaces[key]})
+        card = self.meta["observation_space"]
+        space = space_from_json(card if key is None else select_entries(card, [key], path))
         files = episode_files(self.path)
         if not files:
             raise DatasetError(f"dataset {path} holds no episode files")
@@ -185,6 +181,15 @@ class Dataset:
 # ------------------------------------------------------------------------------------------------ writing
 def write_meta(out: Path, meta: dict[str, Any]) -> None:
     (out / META).write_text(json.dumps({"format": FORMAT, "ssrl_version": __version__, **meta}, indent=2))
+
+
+def select_entries(space: dict[str, Any], keys: list[str], path: str | Path) -> dict[str, Any]:
+    """A card's Dict observation space restricted to the entries ``keys``; a missing one is a ``DatasetError``."""
+    have = space["spaces"] if space["type"] == "dict" else {}
+    if missing := [k for k in keys if k not in have]:
+        listed = ", ".join(have) or "(a single array)"
+        raise DatasetError(f"dataset {path} has no observation entry {missing[0]!r}; it has {listed}")
+    return {**space, "spaces": {k: have[k] for k in keys}}
 
 
 def check_empty(out: Path) -> None:
@@ -238,7 +243,7 @@ def merge(sources: list[str | Path], out: str | Path, keys: list[str] | None = N
         raise DatasetError("merge needs at least two datasets")
     metas = [read_meta(path) for path in sources]
     if keys:
-        metas = [{**meta, "observation_space": _select(meta["observation_space"], keys, path)}
+        metas = [{**meta, "observation_space": select_entries(meta["observation_space"], keys, path)}
                  for meta, path in zip(metas, sources)]
     for key in ("observation_space", "action_space", "frame_stack", "action_repeat"):
         if any(meta[key] != metas[0][key] for meta in metas):
@@ -255,16 +260,6 @@ def merge(sources: list[str | Path], out: str | Path, keys: list[str] | None = N
                              "tasks": tasks, "policy": " + ".join(str(meta.get("policy", "?")) for meta in metas),
                              "sources": [str(Path(path).resolve()) for path in sources]})
     return info(out)
-
-
-def _select(space: dict[str, Any], keys: list[str], path: str | Path) -> dict[str, Any]:
-    """The Dict observation space ``space`` (a card's entry) restricted to ``keys``."""
-    if space["type"] != "dict":
-        raise DatasetError(f"dataset {path} has one observation array; keys= selects entries of Dict observations")
-    if missing := [k for k in keys if k not in space["spaces"]]:
-        have = ", ".join(space["spaces"])
-        raise DatasetError(f"dataset {path} has no observation entry {missing[0]!r}; it has {have}")
-    return {**space, "spaces": {k: space["spaces"][k] for k in keys}}
 
 
 def _differing_entries(metas: list[dict[str, Any]], keys: list[str] | None) -> str:
