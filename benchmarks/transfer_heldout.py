@@ -17,7 +17,9 @@
 Frozen backbones train the BC head on cached features (ssrl transfer's feature_views), so rollouts and the
 end-to-end rows set the cost. Rows go to benchmarks/results/transfer_heldout.json as each backbone finishes:
 {"rows": [{"backbone", "objective", "mode", "task", "held_out", "demos", "seed", "rollouts", "success"}, ...]};
-work files (datasets, backbones, demos) to --work, reused by a rerun.
+work files (datasets, backbones, demos) to --work, reused by a rerun. Each (mode, objective) runs `ssrl transfer`
+in its own out (--work/bc/<mode>-<objective>, which keeps each finished task's row for a rerun), all of them on
+the demonstrations in --work/transfer/demos, so stages in separate processes never share an out.
 """
 
 from __future__ import annotations
@@ -131,11 +133,12 @@ def main() -> None:
         nets = backbones(args, work, data)
     base = transfer.parse([f"tasks={args.heldout}", f"steps={args.bc_steps}", f"batch_size={args.batch_size}",
                            f"size={args.size}", f"horizon={args.horizon}", f"seeds={args.seeds}", "frame_stack=1",
-                           f"out={work / 'transfer'}", f"threads={args.threads}", "progress=false"])
+                           f"demos_dir={work / 'transfer' / 'demos'}", f"threads={args.threads}", "progress=false"])
 
     def evaluate(name: str, objective: str, mode: str, demos: str, rollouts: int) -> None:
         backbone = name if mode in ("scratch", "random") else str(nets[objective])
-        cfg = replace(base, backbone=backbone, freeze=mode != "finetuned", demos=demos, rollouts=rollouts)
+        cfg = replace(base, backbone=backbone, freeze=mode != "finetuned", demos=demos, rollouts=rollouts,
+                      out=str(work / "bc" / f"{mode}-{objective}"))
         label = f"{cfg.label()} x{rollouts}"
         if all((label, int(n)) in done for n in demos.split(",")):
             return

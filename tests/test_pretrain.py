@@ -445,6 +445,54 @@ def test_behaviour_cloning_loss_falls_and_reaches(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "results.json").read_text())["rows"] == rows
 
 
+def test_transfer_keeps_every_row_resumes_after_a_stop_and_locks_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("metaworld", reason=f"metaworld not installed: {METAWORLD_INSTALL}")
+    import fcntl
+
+    from ssrl.experiments import transfer
+
+    out = tmp_path / "bc"
+    args = ["tasks=reach-v3", "demos=1,2", "seeds=1", "rollouts=1", "steps=3", "batch_size=8", f"size={SIZE}",
+            "horizon=12", f"out={out}", "progress=false"]
+    trained, real, stop = [], transfer.train_bc, [True]
+
+    def train_bc(cfg: transfer.TransferConfig, demos: Path, seed: int, device: torch.device):
+        trained.append((cfg.backbone, cfg.steps, demos.name))
+        if stop[0] and len(trained) == 2:
+            raise KeyboardInterrupt  # stopped during the second row
+        return real(cfg, demos, seed, device)
+
+    monkeypatch.setattr(transfer, "train_bc", train_bc)
+
+    def saved() -> list[dict]:
+        return json.loads((out / "results.json").read_text())["rows"]
+
+    with pytest.raises(KeyboardInterrupt):
+        transfer.run(transfer.parse(["backbone=random", *args]))
+    (first,) = saved()  # the finished row was written before the stop
+    assert (first["backbone"], first["demos"]) == ("random", 1)
+    stop[0] = False
+    rows = transfer.run(transfer.parse(["backbone=random", *args]))  # resumes: only the second row trains
+    assert trained[2:] == [("random", 3, "n2")] and rows[0] == first and [r["demos"] for r in rows] == [1, 2]
+    transfer.run(transfer.parse(["backbone=scratch", *args, "demos=1"]))  # another backbone adds its row
+    transfer.run(transfer.parse(["backbone=random", *args, "demos=1", "steps=4"]))  # other settings: trained anew
+    assert trained[3:] == [("scratch", 3, "n1"), ("random", 4, "n1")]
+    assert [(r["backbone"], r["demos"], r["settings"]["steps"]) for r in saved()] == [
+        ("random", 1, 3), ("random", 2, 3), ("scratch", 1, 3), ("random", 1, 4)]
+    assert (out / "results.md").read_text().count("| reach-v3 |") == 4
+
+    capsys.readouterr()
+    with open(out / ".lock") as held:  # another process holds out
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main(["transfer", "backbone=random", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"ssrl transfer: error: out={out} is in use by") and "\n" not in err
+    (tmp_path / "file").write_text("")
+    assert main(["transfer", "backbone=random", *args, f"out={tmp_path / 'file' / 'bc'}"]) == 2
+    assert "is a file" in capsys.readouterr().err and len(trained) == 5  # refused before anything ran
+
+
 def test_frozen_bc_trains_its_head_on_cached_features_of_every_demo_step(dataset: Path) -> None:
     from ssrl.data import to_torch
     from ssrl.experiments.transfer import BCPolicy, cached_loss, demo_steps, encode_views, make_backbone

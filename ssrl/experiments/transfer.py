@@ -1,13 +1,18 @@
 """Behaviour cloning from pixels with a backbone: ``ssrl transfer`` (the R3M/VIP protocol, small).
 
-For each task, scripted-expert demonstrations are recorded once (a dataset under ``out/demos``; the first ``n``
-episodes serve ``demos=n``). For each demo count and seed, a policy = backbone + small MLP head (features and the
-robot's proprioception -> action) is trained with MSE on expert actions, then evaluated for ``rollouts`` episodes
-on held-out initial states; an episode succeeds when the task reports success at any step (it then ends).
+For each task, scripted-expert demonstrations are recorded once (a dataset under ``demos_dir``, by default
+``out/demos``; the first ``n`` episodes serve ``demos=n``). For each demo count and seed, a policy = backbone +
+small MLP head (features and the robot's proprioception -> action) is trained with MSE on expert actions, then
+evaluated for ``rollouts`` episodes on held-out initial states; an episode succeeds when the task reports
+success at any step (it then ends).
 
 ``backbone`` is a path (``ssrl.load_backbone``; frozen unless ``freeze=false``, then fine-tuned at
 ``lr * encoder_lr_scale``), ``scratch`` (a fresh encoder trained end to end at ``lr``) or ``random`` (a fresh
 encoder, frozen: the control that shows what pretraining adds).
+
+``out`` is one process's at a time (locked). ``out/results.json`` keeps every row any run wrote there, each with
+the settings that produced it; a row is written as soon as its seeds are done, and a rerun with the same settings
+keeps it instead of training again, so an interrupted run resumes and runs of other backbones add their rows.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from ssrl.nn.augment import Augment
 from ssrl.nn.backbone import Backbone, load_backbone, make_card, pixel_encoder_args
 from ssrl.nn.encoders import PixelEncoder
 from ssrl.nn.utils import mlp
+from ssrl.runtime import rundir
 
 console = Console()
 SUITES = {"metaworld": "mw/"}
@@ -67,7 +73,8 @@ class TransferConfig:
     proprio: bool = True  # feed the robot's proprioceptive state to the head as well
     augmentation: str = "shift"  # "shift" or "none"
     feature_views: int = 8  # frozen backbones: cached views per demo frame (the eval view + augmentations)
-    out: str = "results/transfer"  # results.json, results.md and the recorded demos go here
+    out: str = "results/transfer"  # results.json and results.md (every run's rows, kept) go here
+    demos_dir: str = ""  # where recorded demonstrations live (default out/demos; several outs may share one)
     device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:N
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     progress: bool = True  # show the progress bar
@@ -100,7 +107,22 @@ def parse(args: list[str]) -> TransferConfig:
         raise ConfigError(f"augmentation={cfg.augmentation!r}: choose shift or none")
     if cfg.backbone not in ("scratch", "random"):  # fail before recording demonstrations
         load_backbone(cfg.backbone, frame_stack=cfg.frame_stack, size=cfg.size)
+    rundir.check_path(Path(cfg.out), "out")
     return cfg
+
+
+# Keys that do not change a row's outcome: a row is reused when everything else (and its task and demo count) match.
+NOT_SETTINGS = ("tasks", "demos", "out", "demos_dir", "device", "threads", "progress")
+
+
+def settings(cfg: TransferConfig) -> dict[str, Any]:
+    """What a row's outcome depends on besides its task and demo count: the config and, for a backbone file, the
+    hash of its weights (a backbone retrained at the same path makes new rows)."""
+    values = {k: v for k, v in asdict(cfg).items() if k not in NOT_SETTINGS}
+    if cfg.backbone not in ("scratch", "random"):
+        card = load_backbone(cfg.backbone, frame_stack=cfg.frame_stack, size=cfg.size).card
+        values["backbone_weights"] = card.get("weights_sha256", "")
+    return values
 
 
 # ----------------------------------------------------------------------------------------------- envs
@@ -121,7 +143,7 @@ def make_task_env(cfg: TransferConfig, task: str) -> gym.Env:
 
 def demonstrations(cfg: TransferConfig, task: str, n: int) -> Path:
     """A dataset of the first ``n`` scripted-expert episodes of ``task`` (recorded once, then reused)."""
-    root = Path(cfg.out) / "demos" / f"{task}-{cfg.size}px-fs{cfg.frame_stack}-h{cfg.horizon}"
+    root = Path(cfg.demos_dir or Path(cfg.out) / "demos") / f"{task}-{cfg.size}px-fs{cfg.frame_stack}-h{cfg.horizon}"
     full = root / "all"
     have = len(episode_files(full)) if (full / "dataset.json").exists() else 0
     if have < max(cfg.demo_counts()):
@@ -282,33 +304,50 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def run_task(cfg: TransferConfig, task: str, env: gym.Env, device: torch.device) -> list[dict[str, Any]]:
-    """Every demo count and seed of one task, rollouts in ``env``; returns a row per demo count."""
-    rows = []
-    for n in cfg.demo_counts():
-        demos = demonstrations(cfg, task, n)
-        outcomes, curves, per_seed, t0 = [], [], [], time.perf_counter()
-        for seed in range(cfg.seeds):
-            policy, losses = train_bc(cfg, demos, seed, device)
-            seed_outcomes = success_rate(cfg, policy, env, seed, device)
-            outcomes += seed_outcomes
-            per_seed.append(float(np.mean(seed_outcomes)))
-            curves.append(losses)
-        k = int(sum(outcomes))
-        low, high = wilson(k, len(outcomes))
-        row = {"backbone": cfg.label(), "task": task, "demos": n, "seeds": cfg.seeds, "rollouts": len(outcomes),
-               "successes": k, "success_rate": k / len(outcomes), "ci95": [low, high], "seed_success": per_seed,
-               "demo_expert_success": read_meta(demos).get("success_rate"),
-               "bc_loss_first": float(np.mean([c[0] for c in curves])),
-               "bc_loss_last": float(np.mean([c[-1] for c in curves])), "seconds": time.perf_counter() - t0}
-        rows.append(row)
-        console.print(f"{row['backbone']:>24} {task:>12} demos={n:<3} success {k}/{len(outcomes)} "
-                      f"[{low:.2f}, {high:.2f}]  bc loss {row['bc_loss_first']:.4f} -> {row['bc_loss_last']:.4f}")
+def run_row(cfg: TransferConfig, task: str, n: int, env: gym.Env, device: torch.device) -> dict[str, Any]:
+    """Every seed of one task and demo count, rollouts in ``env``: one row."""
+    demos = demonstrations(cfg, task, n)
+    outcomes, curves, per_seed, t0 = [], [], [], time.perf_counter()
+    for seed in range(cfg.seeds):
+        policy, losses = train_bc(cfg, demos, seed, device)
+        seed_outcomes = success_rate(cfg, policy, env, seed, device)
+        outcomes += seed_outcomes
+        per_seed.append(float(np.mean(seed_outcomes)))
+        curves.append(losses)
+    k = int(sum(outcomes))
+    low, high = wilson(k, len(outcomes))
+    row = {"backbone": cfg.label(), "task": task, "demos": n, "seeds": cfg.seeds, "rollouts": len(outcomes),
+           "successes": k, "success_rate": k / len(outcomes), "ci95": [low, high], "seed_success": per_seed,
+           "demo_expert_success": read_meta(demos).get("success_rate"),
+           "bc_loss_first": float(np.mean([c[0] for c in curves])),
+           "bc_loss_last": float(np.mean([c[-1] for c in curves])), "seconds": time.perf_counter() - t0}
+    console.print(f"{row['backbone']:>24} {task:>12} demos={n:<3} success {k}/{len(outcomes)} "
+                  f"[{low:.2f}, {high:.2f}]  bc loss {row['bc_loss_first']:.4f} -> {row['bc_loss_last']:.4f}")
+    return row
+
+
+def read_rows(out: Path) -> list[dict[str, Any]]:
+    """The rows of ``out/results.json`` (none if absent); a file of an older ssrl (one ``config`` for all its rows)
+    gives them that config's settings."""
+    path = out / "results.json"
+    if not path.exists():
+        return []
+    try:
+        results = json.loads(path.read_text())
+        rows = results["rows"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path} is not a results file of ssrl transfer ({e}); move it away or choose another "
+                          "out") from None
+    if "config" in results:
+        old = {k: v for k, v in results["config"].items() if k not in NOT_SETTINGS}
+        rows = [{**row, "settings": row.get("settings", old)} for row in rows]
     return rows
 
 
 def run(cfg: TransferConfig) -> list[dict[str, Any]]:
-    """Train and evaluate every (task, demos, seed); write ``results.json`` and ``results.md`` to ``cfg.out``."""
+    """Train and evaluate every (task, demos, seed) (rows already in ``out/results.json`` with the same settings
+    are kept, not redone); returns this config's rows and writes ``results.json`` and ``results.md``, with every
+    other row found there, after each row."""
     from ssrl.runtime.seeding import resolve_device
 
     if cfg.threads:
@@ -316,16 +355,32 @@ def run(cfg: TransferConfig) -> list[dict[str, Any]]:
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for task in cfg.task_list():
-        env = make_task_env(cfg, task)  # one env per task serves every rollout
-        try:
-            rows += run_task(cfg, task, env, device)
-        finally:
-            env.close()
-    results = {"config": asdict(cfg), "rows": rows}
-    files.write_text(out / "results.json", json.dumps(results, indent=2))
-    (out / "results.md").write_text(markdown(rows))
+    lock = rundir.Lock(out, "out")
+    try:
+        files.remove_temporaries(out)
+        every, wanted, rows = read_rows(out), settings(cfg), []
+        for task in cfg.task_list():
+            todo = []
+            for n in cfg.demo_counts():
+                kept = [r for r in every if (r["task"], r["demos"], r["settings"]) == (task, n, wanted)]
+                if kept:
+                    console.print(f"{cfg.label():>24} {task:>12} demos={n:<3} kept from {out / 'results.json'}")
+                    rows.append(kept[-1])
+                else:
+                    todo.append(n)
+            if not todo:
+                continue
+            env = make_task_env(cfg, task)  # one env per task serves every rollout
+            try:
+                for n in todo:
+                    rows.append({**run_row(cfg, task, n, env, device), "settings": wanted})
+                    every.append(rows[-1])
+                    files.write_text(out / "results.json", json.dumps({"rows": every}, indent=2))
+                    files.write_text(out / "results.md", markdown(every))
+            finally:
+                env.close()
+    finally:
+        lock.release()
     print_table(rows)
     return rows
 
