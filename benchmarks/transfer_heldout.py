@@ -105,6 +105,9 @@ def main() -> None:
     parser.add_argument("--final-demos", default="5,25")
     parser.add_argument("--best", default="", help="the final stage's objective (default: the best screened one "
                                                    "in --out)")
+    parser.add_argument("--finetune-lr-scale", type=float, default=0.1,
+                        help="fine-tuned rows train the backbone at this times the BC head's lr (ssrl transfer's "
+                        "encoder_lr_scale; 1: the pretrained weights only initialise the encoder scratch trains)")
     parser.add_argument("--final-modes", default="scratch,random,frozen,finetuned",
                         help="the final stage's rows (scratch and random need no backbone: a second process can run "
                              "them beside a screen, with its own --out)")
@@ -137,8 +140,10 @@ def main() -> None:
 
     def evaluate(name: str, objective: str, mode: str, demos: str, rollouts: int) -> None:
         backbone = name if mode in ("scratch", "random") else str(nets[objective])
+        scale = args.finetune_lr_scale if mode == "finetuned" else base.encoder_lr_scale
+        suffix = f"-lr{scale:g}" if scale != base.encoder_lr_scale else ""
         cfg = replace(base, backbone=backbone, freeze=mode != "finetuned", demos=demos, rollouts=rollouts,
-                      out=str(work / "bc" / f"{mode}-{objective}"))
+                      encoder_lr_scale=scale, out=str(work / "bc" / f"{mode}-{objective}{suffix}"))
         label = f"{cfg.label()} x{rollouts}"
         if all((label, int(n)) in done for n in demos.split(",")):
             return

@@ -91,7 +91,10 @@ class TransferConfig:
     def label(self) -> str:
         if self.backbone in ("scratch", "random"):
             return self.backbone
-        return f"{Path(self.backbone).name} ({'frozen' if self.freeze else 'fine-tuned'})"
+        if self.freeze:
+            return f"{Path(self.backbone).name} (frozen)"
+        scale = "" if self.encoder_lr_scale == 0.1 else f", encoder lr x{self.encoder_lr_scale:g}"
+        return f"{Path(self.backbone).name} (fine-tuned{scale})"
 
 
 def parse(args: list[str]) -> TransferConfig:
