@@ -493,6 +493,18 @@ def test_transfer_keeps_every_row_resumes_after_a_stop_and_locks_out(tmp_path: P
     assert "is a file" in capsys.readouterr().err and len(trained) == 5  # refused before anything ran
 
 
+def test_transfer_labels_name_the_mode_and_a_non_default_encoder_lr(backbone_dir: Path) -> None:
+    from ssrl.experiments.transfer import parse as transfer_parse
+
+    def label(*extra: str) -> str:
+        return transfer_parse([f"backbone={backbone_dir}", f"size={SIZE}", "frame_stack=3", *extra]).label()
+
+    name = backbone_dir.name
+    assert label() == f"{name} (frozen)" and label("freeze=false") == f"{name} (fine-tuned)"
+    assert label("freeze=false", "encoder_lr_scale=1") == f"{name} (fine-tuned, encoder lr x1)"
+    assert transfer_parse(["backbone=scratch"]).label() == "scratch"
+
+
 def test_frozen_bc_trains_its_head_on_cached_features_of_every_demo_step(dataset: Path) -> None:
     from ssrl.data import to_torch
     from ssrl.experiments.transfer import BCPolicy, cached_loss, demo_steps, encode_views, make_backbone
