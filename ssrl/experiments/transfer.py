@@ -118,10 +118,14 @@ def parse(args: list[str]) -> TransferConfig:
 NOT_SETTINGS = ("tasks", "demos", "out", "demos_dir", "device", "threads", "progress")
 
 
+def _outcome_keys(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in NOT_SETTINGS}
+
+
 def settings(cfg: TransferConfig) -> dict[str, Any]:
     """What a row's outcome depends on besides its task and demo count: the config and, for a backbone file, the
     hash of its weights (a backbone retrained at the same path makes new rows)."""
-    values = {k: v for k, v in asdict(cfg).items() if k not in NOT_SETTINGS}
+    values = _outcome_keys(asdict(cfg))
     if cfg.backbone not in ("scratch", "random"):
         card = load_backbone(cfg.backbone, frame_stack=cfg.frame_stack, size=cfg.size).card
         values["backbone_weights"] = card.get("weights_sha256", "")
@@ -342,7 +346,7 @@ def read_rows(out: Path) -> list[dict[str, Any]]:
         raise ConfigError(f"{path} is not a results file of ssrl transfer ({e}); move it away or choose another "
                           "out") from None
     if "config" in results:
-        old = {k: v for k, v in results["config"].items() if k not in NOT_SETTINGS}
+        old = _outcome_keys(results["config"])
         rows = [{**row, "settings": row.get("settings", old)} for row in rows]
     return rows
 
@@ -363,25 +367,21 @@ def run(cfg: TransferConfig) -> list[dict[str, Any]]:
         files.remove_temporaries(out)
         every, wanted, rows = read_rows(out), settings(cfg), []
         for task in cfg.task_list():
-            todo = []
-            for n in cfg.demo_counts():
-                kept = [r for r in every if (r["task"], r["demos"], r["settings"]) == (task, n, wanted)]
-                if kept:
-                    console.print(f"{cfg.label():>24} {task:>12} demos={n:<3} kept from {out / 'results.json'}")
-                    rows.append(kept[-1])
-                else:
-                    todo.append(n)
-            if not todo:
-                continue
-            env = make_task_env(cfg, task)  # one env per task serves every rollout
-            try:
-                for n in todo:
-                    rows.append({**run_row(cfg, task, n, env, device), "settings": wanted})
-                    every.append(rows[-1])
-                    files.write_text(out / "results.json", json.dumps({"rows": every}, indent=2))
-                    files.write_text(out / "results.md", markdown(every))
-            finally:
-                env.close()
+            found = {r["demos"]: r for r in every if (r["task"], r["settings"]) == (task, wanted)}
+            todo = [n for n in cfg.demo_counts() if n not in found]
+            for n in (n for n in cfg.demo_counts() if n in found):
+                console.print(f"{cfg.label():>24} {task:>12} demos={n:<3} kept from {out / 'results.json'}")
+            if todo:
+                env = make_task_env(cfg, task)  # one env per task serves every rollout
+                try:
+                    for n in todo:
+                        found[n] = {**run_row(cfg, task, n, env, device), "settings": wanted}
+                        every.append(found[n])
+                        files.write_text(out / "results.json", json.dumps({"rows": every}, indent=2))
+                        files.write_text(out / "results.md", markdown(every))
+                finally:
+                    env.close()
+            rows += [found[n] for n in cfg.demo_counts()]
     finally:
         lock.release()
     print_table(rows)
