@@ -14,12 +14,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssrl.config import CURLConfig, EncoderConfig, SPRConfig
+from ssrl.config import CURLConfig, EncoderConfig, SPRConfig, WorldModelConfig
 from ssrl.nn.encoders import make_encoder
 from ssrl.nn.utils import soft_update
-from ssrl.representations.base import collapse, effective_rank, feature_std
+from ssrl.representations.base import collapse, effective_rank, feature_std, variance_covariance
 from ssrl.representations.curl import CURL
 from ssrl.representations.spr import SPR
+from ssrl.representations.world_model import WorldModel
 
 STATE = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
 ACTIONS = gym.spaces.Box(-1, 1, (2,), np.float32)
@@ -113,6 +114,50 @@ def test_spr_loss_is_the_sum_over_k_of_the_batch_mean_of_2_minus_2_cos():
     torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
     assert float(metrics["cosine_step1"]) == pytest.approx(float(cos1), rel=1e-4, abs=1e-6)
     assert prediction.norm(dim=-1).sub(1).abs().max() > 0.1  # unnormalised outputs: normalisation matters
+
+
+# ---------------------------------------------------------------------------------------------- world model
+def test_variance_covariance_terms_match_vicreg_by_hand_and_numpy():
+    # two samples per dim: x = [[0, 0], [2, 0.02]]; unbiased var (2, 2e-4), std sqrt(var + 1e-4)
+    x = torch.tensor([[0.0, 0.0], [2.0, 0.02]], dtype=torch.float64)
+    variance, covariance = variance_covariance(x, target_std=1.0)
+    assert float(variance) == pytest.approx((0.0 + (1 - math.sqrt(3e-4))) / 2, rel=1e-12)  # dim 0 above target
+    # cov_01 = sum (x0 - mean0)(x1 - mean1) / (n - 1) = (-1)(-0.01) + (1)(0.01) = 0.02; off-diagonal twice, / d
+    assert float(covariance) == pytest.approx(2 * 0.02 ** 2 / 2, rel=1e-12)
+    z = torch.randn(37, 6, dtype=torch.float64) @ torch.randn(6, 6, dtype=torch.float64)
+    cov = np.cov(z.numpy(), rowvar=False)  # unbiased, like VICReg
+    std = np.sqrt(z.numpy().var(0, ddof=1) + 1e-4)
+    variance, covariance = variance_covariance(z, target_std=2.0)
+    assert float(variance) == pytest.approx(np.maximum(0, 2.0 - std).mean(), rel=1e-10)
+    assert float(covariance) == pytest.approx(((cov ** 2).sum() - (np.diag(cov) ** 2).sum()) / 6, rel=1e-10)
+
+
+def test_world_model_loss_is_discounted_consistency_and_reward_plus_variance_and_covariance():
+    enc = encoder()
+    cfg = WorldModelConfig(k=K, hidden_dim=16, rho=0.7, consistency_coef=2.0, reward_coef=0.5, variance_coef=3.0,
+                           covariance_coef=0.1, variance_target=0.9)
+    model = WorldModel(enc, STATE, ACTIONS, cfg)
+    perturb(model.target_encoder)
+    obs, actions, rewards = torch.randn(B, K + 1, 3), torch.rand(B, K, 2) * 2 - 1, torch.randn(B, K)
+    loss, metrics = model.loss({"obs": obs, "action": actions, "reward": rewards}, enc, lambda x: x)
+
+    with torch.no_grad():
+        z0 = enc(obs[:, 0])
+        z, consistency, reward = z0, 0.0, 0.0
+        for k in range(K):  # reward from (z_k, a_k), then z_{k+1} = d(z_k, a_k) against the target's encoding
+            r = model.reward(torch.cat([z, actions[:, k]], -1)).squeeze(-1)
+            reward += 0.7 ** k * ((r - rewards[:, k]) ** 2).mean()
+            z = model.dynamics(z, actions[:, k])
+            consistency += 0.7 ** k * ((z - model.target_encoder(obs[:, k + 1])) ** 2).mean()
+        f = z0.double().numpy()
+        std, cov = np.sqrt(f.var(0, ddof=1) + 1e-4), np.cov(f, rowvar=False)
+        variance = np.maximum(0, 0.9 - std).mean()
+        covariance = ((cov ** 2).sum() - (np.diag(cov) ** 2).sum()) / f.shape[1]
+    expected = 2.0 * float(consistency) + 0.5 * float(reward) + 3.0 * variance + 0.1 * covariance
+    assert variance > 0.05 and covariance > 1e-3  # both terms act on this batch, so dropping either shows
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
+    assert float(metrics["variance"]) == pytest.approx(variance, rel=1e-5)
+    assert float(metrics["covariance"]) == pytest.approx(covariance, rel=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------- EMA

@@ -165,6 +165,9 @@ class WorldModelConfig(ObjectiveConfig):
     intrinsic_coef: float = 0.0  # > 0 adds coef * one-step latent prediction error to the agent's reward
     tau: float = 0.01  # EMA rate of the target encoder
     hidden_dim: int = 256  # width of the dynamics and reward MLPs
+    variance_coef: float = 1.0  # VICReg variance term on the online latents: keeps reward-free training from collapse
+    covariance_coef: float = 0.04  # VICReg covariance term on the online latents (decorrelates dimensions)
+    variance_target: float = 0.5  # the std per latent dimension below which the variance term acts
 
 
 @dataclass
@@ -255,7 +258,8 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     **dict.fromkeys(("gae_lambda", "rho", "alpha_beta"), (0, 1, True, True)),
     **dict.fromkeys(("mask_ratio", "step_mask_ratio"), _FRACTION),
     **dict.fromkeys(("weight", "inverse_coef", "consistency_coef", "reward_coef", "decoder_coef", "intrinsic_coef",
-                     "ent_coef", "vf_coef", "clip_value", "stddev_clip", "max_abs_loss", "weight_decay"),
+                     "variance_coef", "covariance_coef", "variance_target", "ent_coef", "vf_coef", "clip_value",
+                     "stddev_clip", "max_abs_loss", "weight_decay"),
                     _WEIGHT),
     **dict.fromkeys(("batch_size", "hidden_dim", "n_step", "update_every", "actor_update_every",
                      "target_update_every", "num_steps", "epochs", "minibatches", "feature_dim", "num_filters",

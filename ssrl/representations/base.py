@@ -134,6 +134,19 @@ def cosine_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 2.0 - 2.0 * F.cosine_similarity(prediction, target, dim=-1)
 
 
+def variance_covariance(features: torch.Tensor, target_std: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """VICReg's regularisers (Bardes, Ponce & LeCun 2022) on a batch of features ``(N, d)``: the variance term
+    ``mean_j relu(target_std - sqrt(Var_j + 1e-4))`` (each dimension keeps a std across the batch) and the
+    covariance term ``sum_{i != j} C_ij^2 / d`` (``C`` the unbiased covariance matrix; dimensions decorrelate)."""
+    flat = features.reshape(-1, features.shape[-1])
+    n, d = flat.shape
+    variance = F.relu(target_std - torch.sqrt(flat.var(0) + 1e-4)).mean()
+    centred = flat - flat.mean(0)
+    cov = centred.T @ centred / (n - 1)
+    covariance = (cov.pow(2).sum() - cov.diagonal().pow(2).sum()) / d
+    return variance, covariance
+
+
 @torch.no_grad()
 def feature_std(features: torch.Tensor) -> torch.Tensor:
     """Mean over feature dimensions of each dimension's std across the batch (0: every input gives one output)."""

@@ -29,6 +29,7 @@ from ssrl.representations.base import (
     encode_sequence,
     health,
     take,
+    variance_covariance,
 )
 
 
@@ -69,8 +70,11 @@ class WorldModel(Representation):
         reward_error = (torch.stack(predicted_rewards, 1) - rewards).pow(2).mean(0)  # (K,)
         weights = self.cfg.rho ** torch.arange(self.sequence_length, device=z0.device, dtype=z0.dtype)
         consistency, reward = (weights * latent_error).sum(), (weights * reward_error).sum()
-        loss = self.cfg.consistency_coef * consistency + self.cfg.reward_coef * reward
+        variance, covariance = variance_covariance(z0, self.cfg.variance_target)
+        loss = (self.cfg.consistency_coef * consistency + self.cfg.reward_coef * reward
+                + self.cfg.variance_coef * variance + self.cfg.covariance_coef * covariance)
         metrics = {"consistency": consistency.detach(), "reward_error": reward.detach(),
+                   "variance": variance.detach(), "covariance": covariance.detach(),
                    "prediction_error_step1": latent_error[0].detach(),
                    "prediction_error_last": latent_error[-1].detach()}
         if self.decoder is not None:
