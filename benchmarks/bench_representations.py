@@ -55,7 +55,8 @@ MODULES = ["none", "curl", "spr", "masked", "world_model"]
 # The full table's rows: ssrl pretrain overrides per objective (random: no training).
 OBJECTIVES = {"random": None, "curl": [], "spr": [], "masked": [], "world_model": [],
               "pixel_ae": ["representation=world_model", "representation.k=1", "representation.consistency_coef=0",
-                           "representation.reward_coef=0", "representation.decoder_coef=1"],
+                           "representation.reward_coef=0", "representation.variance_coef=0",
+                           "representation.covariance_coef=0", "representation.decoder_coef=1"],
               "supervised": None}  # trained on the probe's own fitting episodes (supervised_encoder)
 
 

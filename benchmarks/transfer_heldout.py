@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--bc-steps", type=int, default=1000)
     parser.add_argument("--horizon", type=int, default=150)
     parser.add_argument("--screen-rollouts", type=int, default=25)
+    parser.add_argument("--screen-modes", default="random,frozen,scratch",
+                        help="the screen's rows (e.g. frozen: only the --objectives backbones, to redo one)")
     parser.add_argument("--final-rollouts", type=int, default=50)
     parser.add_argument("--final-demos", default="5,25")
     parser.add_argument("--best", default="", help="the final stage's objective (default: the best screened one "
@@ -159,10 +161,13 @@ def main() -> None:
     if args.stage == "probe":
         return probe(args, base, nets, console)
     if args.stage in ("screen", "all"):
-        evaluate("random", "none", "random", "10", args.screen_rollouts)
-        for objective in nets:  # frozen rows first: they are cheap and pick the final stage's objective
+        screen = args.screen_modes.split(",")
+        if "random" in screen:
+            evaluate("random", "none", "random", "10", args.screen_rollouts)
+        for objective in nets if "frozen" in screen else ():  # frozen rows first: cheap, and they pick the final
             evaluate(objective, objective, "frozen", "10", args.screen_rollouts)
-        evaluate("scratch", "none", "scratch", "10", args.screen_rollouts)
+        if "scratch" in screen:
+            evaluate("scratch", "none", "scratch", "10", args.screen_rollouts)
     if args.stage in ("final", "all"):
         screened = [r for r in rows if r["demos"] == 10 and r["mode"] == "frozen"]
         best = args.best or max(nets, key=lambda o: np.mean([r["success"] for r in screened if r["objective"] == o]
