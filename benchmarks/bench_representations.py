@@ -228,7 +228,7 @@ def supervised_encoder(net: torch.nn.Module, obs: np.ndarray, states: np.ndarray
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return {"loss_first": float(np.mean(losses[:20])), "loss_last": float(np.mean(losses[-20:]))}
 
 
