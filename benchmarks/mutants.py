@@ -198,6 +198,18 @@ MUTANTS = [
            "take(obs, slice(1, None))",
            "take(obs, slice(0, -1))",
            "SPR predicts obs t+k-1 instead of t+k", REPR),
+    Mutant("vicreg-biased-variance", "ssrl/representations/base.py",
+           "torch.sqrt(flat.var(0) + 1e-4)",
+           "torch.sqrt(flat.var(0, unbiased=False) + 1e-4)",
+           "VICReg variance term on the biased (1/N) variance", REPR),
+    Mutant("vicreg-covariance-with-diagonal", "ssrl/representations/base.py",
+           "(cov.pow(2).sum() - cov.diagonal().pow(2).sum()) / d",
+           "cov.pow(2).sum() / d",
+           "VICReg covariance term counts the variances too", REPR),
+    Mutant("world-model-vicreg-on-last-latent", "ssrl/representations/world_model.py",
+           "variance_covariance(z0, self.cfg.variance_target)",
+           "variance_covariance(z, self.cfg.variance_target)",
+           "VICReg terms on the last predicted latent instead of the encoder's", REPR),
 ]
 
 
