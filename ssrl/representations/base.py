@@ -140,9 +140,9 @@ def variance_covariance(features: torch.Tensor, target_std: float) -> tuple[torc
     covariance term ``sum_{i != j} C_ij^2 / d`` (``C`` the unbiased covariance matrix; dimensions decorrelate)."""
     flat = features.reshape(-1, features.shape[-1])
     n, d = flat.shape
-    variance = F.relu(target_std - torch.sqrt(flat.var(0) + 1e-4)).mean()
     centred = flat - flat.mean(0)
     cov = centred.T @ centred / (n - 1)
+    variance = F.relu(target_std - torch.sqrt(cov.diagonal() + 1e-4)).mean()
     covariance = (cov.pow(2).sum() - cov.diagonal().pow(2).sum()) / d
     return variance, covariance
 
