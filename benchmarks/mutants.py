@@ -33,6 +33,7 @@ AGENTS = ["tests/test_math_agents.py",
           "tests/test_agents.py::test_actor_loss_leaves_encoder_untouched_and_critic_loss_trains_it"]
 PPO = ["tests/test_math_ppo.py", "tests/test_ppo.py::test_gae_and_returns_on_a_hand_computed_rollout"]
 REPR = ["tests/test_math_representations.py"]
+BATCHED = ["tests/test_batched.py"]
 
 
 @dataclass
@@ -210,6 +211,19 @@ MUTANTS = [
            "variance_covariance(z0, self.cfg.variance_target)",
            "variance_covariance(z, self.cfg.variance_target)",
            "VICReg terms on the last predicted latent instead of the encoder's", REPR),
+    # ------------------------------------------------------------------ batched env: repeats from one rollout
+    Mutant("rollout-derived-fields-one-substep-early", "ssrl/envs/batched/backends.py",
+           "record[:-1] = rows[:, last[:-1] + 1].swapaxes(0, 1)",
+           "record[:-1] = rows[:, last[:-1]].swapaxes(0, 1)",
+           "a repeat's rewards read the positions of the state before its last substep", BATCHED),
+    Mutant("rollout-without-final-forward", "ssrl/envs/batched/backends.py",
+           "        self.batch.forward(None, stage=mujoco.mjtStage.mjSTAGE_VEL)\n",
+           "",
+           "the last repeat's reward and the observation read derived fields one substep late", BATCHED),
+    Mutant("rollout-acc-sensors-after-the-repeat", "ssrl/envs/batched/backends.py",
+           "record[..., self._acc_sensors] = rows[:, last][..., self._acc_sensors].swapaxes(0, 1)",
+           "pass",
+           "acceleration-stage sensors (touch, force, accelerometer) recorded one substep late", BATCHED),
 ]
 
 

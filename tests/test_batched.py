@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import mujoco
 import numpy as np
 import pytest
 import torch
@@ -171,30 +174,45 @@ def test_make_batched_is_reachable_from_ssrl_envs() -> None:
     assert ssrl.envs.make_batched is make_batched
 
 
-def _pair(task: str, envs: int, repeat: int, monkeypatch: pytest.MonkeyPatch) -> tuple[object, object]:
-    """The same env twice: stepping chunk by chunk (`CpuSim.repeat`, 1 env a chunk) and repeat by repeat."""
+def _pair(task: str, envs: int, repeat: int, path: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    """The same env twice: its repeats recorded by `CpuSim.repeat` (`path` "rollout": one `Batch.rollout`;
+    "chunked": 1 env a chunk) and stepped repeat by repeat."""
     import ssrl.envs.batched.backends as backends
 
-    monkeypatch.setattr(backends, "REPEAT_CACHE_BYTES", 1)  # 1 env a chunk
-    chunked = make_batched(task, envs, seed=0, action_repeat=repeat, num_threads=1)
-    monkeypatch.setattr(backends, "REPEAT_CACHE_BYTES", 1 << 40)
-    plain = make_batched(task, envs, seed=0, action_repeat=repeat, num_threads=1)
-    assert chunked._records is not None and plain._records is None  # type: ignore[attr-defined]
-    return chunked, plain
+    with monkeypatch.context() as patch:
+        if path == "chunked":
+            patch.setattr(backends.CpuSim, "rolls_out", lambda self, names: False)
+        patch.setattr(backends, "REPEAT_CACHE_BYTES", 1)  # 1 env a chunk
+        recorded = make_batched(task, envs, seed=0, action_repeat=repeat, num_threads=1)
+    with monkeypatch.context() as patch:
+        patch.setattr(backends.CpuSim, "rolls_out", lambda self, names: False)
+        patch.setattr(backends, "REPEAT_CACHE_BYTES", 1 << 40)
+        plain = make_batched(task, envs, seed=0, action_repeat=repeat, num_threads=1)
+    if path == "chunked":
+        recorded.sim.rolls_out = lambda names: False
+    assert recorded._records is not None and plain._records is None
+    assert recorded.sim.rolls_out(recorded._records) == (path == "rollout")
+    return recorded, plain
 
 
-@pytest.mark.parametrize(("task", "repeat", "steps"), [("dmc/cartpole-swingup", 8, 130), ("dmc/reacher-easy", 4, 20), ("dmc/cheetah-run", 4, 10),
-                                                       ("dmc/finger-spin", 2, 20), ("dmc/walker-walk", 2, 10)])  # fmt: skip
-def test_chunked_repeats_equal_repeat_by_repeat(task: str, repeat: int, steps: int,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    """Bit-identical observations, rewards, ends and episode statistics, across a time limit (cartpole)."""
-    chunked, plain = _pair(task, 5, repeat, monkeypatch)
-    torch.testing.assert_close(chunked.reset(seed=0)[0], plain.reset(seed=0)[0], rtol=0, atol=0)  # type: ignore
+@pytest.mark.parametrize(("task", "repeat", "steps", "path"), [
+    ("dmc/cartpole-swingup", 8, 130, "chunked"), ("dmc/reacher-easy", 4, 20, "chunked"),
+    ("dmc/cheetah-run", 4, 10, "chunked"), ("dmc/walker-walk", 2, 10, "chunked"),
+    ("dmc/reacher-easy", 4, 20, "rollout"), ("dmc/cheetah-run", 4, 10, "rollout"), ("dmc/finger-spin", 2, 20, "rollout"),
+    ("dmc/walker-walk", 2, 10, "rollout"), ("dmc/hopper-hop", 4, 10, "rollout"), ("dmc/quadruped-run", 4, 5, "rollout"),
+    ("dmc/humanoid-walk", 4, 5, "rollout")])  # fmt: skip
+def test_recorded_repeats_equal_repeat_by_repeat(task: str, repeat: int, steps: int, path: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Bit-identical observations, rewards, ends and episode statistics, across a time limit (cartpole); the
+    rollout path on tasks whose rewards read state fields, positions, velocity sensors and (finger, hopper,
+    quadruped, humanoid) acceleration-stage sensors, which must be those of the state before the last substep."""
+    recorded, plain = _pair(task, 5, repeat, path, monkeypatch)
+    torch.testing.assert_close(recorded.reset(seed=0)[0], plain.reset(seed=0)[0], rtol=0, atol=0)
     generator = torch.Generator().manual_seed(0)
     ends = 0
     for _ in range(steps):
-        action = torch.rand(5, chunked.single_action_space.shape[0], generator=generator) * 2 - 1  # type: ignore
-        got, expected = chunked.step(action), plain.step(action)  # type: ignore
+        action = torch.rand(5, recorded.single_action_space.shape[0], generator=generator) * 2 - 1
+        got, expected = recorded.step(action), plain.step(action)
         for a, b in zip(got[:4], expected[:4], strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
         assert got[4].keys() == expected[4].keys()
@@ -205,29 +223,76 @@ def test_chunked_repeats_equal_repeat_by_repeat(task: str, repeat: int, steps: i
     assert ends == (1 if task == "dmc/cartpole-swingup" else 0)
 
 
-def test_a_failure_inside_chunked_repeats_restores_and_ends_that_episode(monkeypatch: pytest.MonkeyPatch) -> None:
-    """MuJoCo failing on env 3 at the second repeat: the chunked path restores every env and falls back to the
-    repeat-by-repeat loop, so both paths end episode 3 with the first repeat's reward only."""
-    chunked, plain = _pair("dmc/cheetah-run", 5, 4, monkeypatch)
-    for env in (chunked, plain):
-        env.reset(seed=0)  # type: ignore[attr-defined]
-        sim, calls = env.sim, {True: 0, False: 0}  # type: ignore[attr-defined]
+def test_cartpole_rk4_is_never_rolled_out() -> None:
+    """An RK4 step leaves the derived fields of its last stage, so cartpole's repeats go chunk by chunk."""
+    env = make_batched("dmc/cartpole-swingup", 2, seed=0)
+    assert not env.sim.rolls_out(["qpos", "xmat"])
+    assert make_batched("dmc/cheetah-run", 2, seed=0).sim.rolls_out(["sensordata"])
+    assert not make_batched("dmc/cheetah-run", 2, seed=0).sim.rolls_out(["sensordata", "cacc"])  # stage unknown
+
+
+@pytest.mark.parametrize("path", ["rollout", "chunked"])
+def test_a_failure_inside_recorded_repeats_restores_and_ends_that_episode(path: str,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """MuJoCo failing on env 3 at the second repeat: `CpuSim.repeat` restores every env and the env falls back
+    to the repeat-by-repeat loop, so both envs end episode 3 with the first repeat's reward only."""
+    import mujoco.batch
+
+    recorded, plain = _pair("dmc/cheetah-run", 5, 4, path, monkeypatch)
+    for env in (recorded, plain):
+        env.reset(seed=0)
+        sim, calls = env.sim, [0]
         step = sim.step
 
         def failing(nstep: int, ids: np.ndarray | None = None, step=step, calls=calls) -> np.ndarray:
-            """Env 3 fails at its second repeat, counted apart for whole-batch and chunk calls."""
+            """The repeat-by-repeat loop: env 3 fails at its second repeat."""
             failed = step(nstep, ids)
-            if ids is None or 3 in ids:
-                calls[ids is None] += 1
-                if calls[ids is None] == 2:
-                    return np.array([3])
-            return failed
+            calls[0] += 1
+            return np.array([3]) if calls[0] == 2 else failed
 
         sim.step = failing
+    batch = recorded.sim.batch
+    call = batch.rollout if path == "rollout" else batch.step
+
+    name = "rollout" if path == "rollout" else "step"
+
+    def raising(*args: Any, **kwargs: Any) -> Any:
+        """What `mujoco.batch` raises when env 3 fails inside the call (after the others ran on), once."""
+        call(*args, **kwargs)
+        setattr(batch, name, call)
+        raise mujoco.batch.SimulationError(np.array([3]), "injected")
+
+    setattr(batch, name, raising)
     action = torch.full((5, 6), 0.4)
-    got, expected = chunked.step(action), plain.step(action)  # type: ignore[attr-defined]
+    got, expected = recorded.step(action), plain.step(action)
     assert got[2].tolist() == [False, False, False, True, False]
     for a, b in zip(got[:4], expected[:4], strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     torch.testing.assert_close(got[4]["episode"]["r"], expected[4]["episode"]["r"], rtol=0, atol=0)
     assert got[4]["episode"]["l"][3] == 1
+
+
+@pytest.mark.parametrize("task", ["dmc/quadruped-run", "dmc/cheetah-run"])
+def test_rollout_records_equal_fields_read_after_each_repeat(task: str) -> None:
+    """`CpuSim.repeat`'s records (one rollout) vs the live fields read after each `step(nstep)` of a twin
+    simulator: state (qpos, qvel), positions (xpos) and sensordata, whose acceleration-stage columns (quadruped's
+    accelerometer and toe forces) describe the state before each repeat's last substep, as `step` leaves them."""
+    from ssrl.envs.batched.backends import CpuSim
+
+    env = make_batched(task, 3, seed=0)
+    model, nstep, repeats = env.sim.model, 2, 3
+    sims = [CpuSim(model, 3, num_threads=1) for _ in range(2)]
+    for sim in sims:
+        sim.batch.state[:] = env.sim.batch.state
+        sim.array("ctrl")[:] = np.linspace(-0.9, 0.9, model.nu)
+        sim.batch.forward(None, stage=mujoco.mjtStage.mjSTAGE_VEL)
+    names = ["qpos", "qvel", "xpos", "sensordata"]
+    assert sims[0].rolls_out(names)
+    records = {name: np.zeros((repeats, *sims[0].array(name).shape)) for name in names}
+    assert sims[0].repeat(nstep, repeats, records)
+    for r in range(repeats):
+        assert not len(sims[1].step(nstep))
+        for name in names:
+            np.testing.assert_array_equal(records[name][r], sims[1].array(name), err_msg=f"{name}, repeat {r}")
+    acc = np.repeat(model.sensor_needstage == mujoco.mjtStage.mjSTAGE_ACC, model.sensor_dim)
+    assert (task == "dmc/cheetah-run") != bool(np.diff(records["sensordata"][..., acc], axis=0).any())

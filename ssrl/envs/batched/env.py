@@ -65,10 +65,11 @@ class BatchedEnv(gym.vector.VectorEnv[torch.Tensor, torch.Tensor, torch.Tensor])
         self._may_end_early = EPISODE_CONTROL_STEPS % action_repeat != 0  # time limits inside an agent step
         self._reset_ids(np.arange(self.num_envs))
         self._records: dict[str, np.ndarray] | None = None  # fields the reward reads, per repeat (`CpuSim.repeat`)
-        if isinstance(sim, CpuSim) and action_repeat > 1 and self.num_envs > sim.repeat_chunk():
+        if isinstance(sim, CpuSim) and action_repeat > 1:
             tracer = _FieldTracer(sim)
             task.reward(tracer)
-            self._records = {name: np.empty((action_repeat, *sim.array(name).shape)) for name in tracer.names}
+            if sim.rolls_out(tracer.names) or self.num_envs > sim.repeat_chunk():
+                self._records = {name: np.empty((action_repeat, *sim.array(name).shape)) for name in tracer.names}
         self._stack = self._restart(self._observe())  # the current observation, stacked
         if pixels is None:
             self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, self._stack.shape[1:], np.float32)
