@@ -113,6 +113,8 @@ def main() -> None:
     parser.add_argument("--final-modes", default="scratch,random,frozen,finetuned",
                         help="the final stage's rows (scratch and random need no backbone: a second process can run "
                              "them beside a screen, with its own --out)")
+    parser.add_argument("--in-domain", action="store_true",
+                        help="diagnostic: --pretrain-tasks may include held-out tasks (rows of those are held_out false)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--work", default="runs/bench-transfer-heldout")
     parser.add_argument("--out", default=str(RESULTS))
@@ -122,6 +124,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     console, t0, work = Console(width=200), time.perf_counter(), Path(args.work)
     held_out = set(args.heldout.split(","))
+    if args.in_domain:
+        held_out -= set(args.pretrain_tasks.split(","))
     assert not held_out & set(args.pretrain_tasks.split(",")), "a held-out task is in the pretraining set"
     out = Path(args.out)
     result = json.loads(out.read_text()) if out.exists() else {"rows": []}
