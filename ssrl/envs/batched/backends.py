@@ -139,8 +139,8 @@ class CpuSim:
         the repeats run in as few calls as the fields allow: one `Batch.rollout` of every substep and one
         forward to the velocity stage (`rolls_out`), else chunk by chunk (`repeat_chunk()` envs through every
         repeat at a time, as one call of all repeats would). Bit-identical to calling `step(nstep)` repeats
-        times, except that a rollout stops stepping an env whose warning counters rise (MuJoCo reset its
-        diverged state) until the call ends, where `step` goes on stepping the reset state.
+        times, except that a rollout stops stepping an env whose warning counters rise (MuJoCo reset a diverged
+        state, or a buffer ran full) until the call ends, where `step` goes on stepping.
         """
         saved = self.batch.state.copy()
         try:
