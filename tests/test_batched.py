@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import mujoco
 import numpy as np
 import pytest
 import torch
@@ -277,6 +276,8 @@ def test_rollout_records_equal_fields_read_after_each_repeat(task: str) -> None:
     """`CpuSim.repeat`'s records (one rollout) vs the live fields read after each `step(nstep)` of a twin
     simulator: state (qpos, qvel), positions (xpos) and sensordata, whose acceleration-stage columns (quadruped's
     accelerometer and toe forces) describe the state before each repeat's last substep, as `step` leaves them."""
+    import mujoco  # after ssrl, which picks MUJOCO_GL before mujoco reads it
+
     from ssrl.envs.batched.backends import CpuSim
 
     env = make_batched(task, 3, seed=0)
