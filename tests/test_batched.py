@@ -203,8 +203,9 @@ def _pair(task: str, envs: int, repeat: int, path: str, monkeypatch: pytest.Monk
 def test_recorded_repeats_equal_repeat_by_repeat(task: str, repeat: int, steps: int, path: str,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """Bit-identical observations, rewards, ends and episode statistics, across a time limit (cartpole); the
-    rollout path on tasks whose rewards read state fields, positions, velocity sensors and (finger, hopper,
-    quadruped, humanoid) acceleration-stage sensors, which must be those of the state before the last substep."""
+    rollout path on tasks whose rewards read state fields, positions and velocity sensors from a sensordata that
+    (finger, hopper, quadruped, humanoid) also holds acceleration-stage sensors (their records are checked by
+    `test_rollout_records_equal_fields_read_after_each_repeat`)."""
     recorded, plain = _pair(task, 5, repeat, path, monkeypatch)
     torch.testing.assert_close(recorded.reset(seed=0)[0], plain.reset(seed=0)[0], rtol=0, atol=0)
     generator = torch.Generator().manual_seed(0)
