@@ -100,7 +100,7 @@ class ReferenceEncoder(nn.Module):
         x = obs.float() / 255.0 - 0.5
         for layer in self.encoder.convs:
             x = F.relu(x) if isinstance(layer, nn.ReLU) else layer(x)
-        return self.encoder.head(x)
+        return self.encoder.head(x.flatten(1))
 
 
 class Baseline:

@@ -113,6 +113,9 @@ def main() -> None:
     parser.add_argument("--final-modes", default="scratch,random,frozen,finetuned",
                         help="the final stage's rows (scratch and random need no backbone: a second process can run "
                              "them beside a screen, with its own --out)")
+    parser.add_argument("--readout", default="features", choices=transfer.READOUTS,
+                        help="what the BC head reads (ssrl transfer's readout): the backbone's features, or keypoints "
+                             "/ a fresh projection of its conv maps trained with the head")
     parser.add_argument("--in-domain", action="store_true",
                         help="diagnostic: --pretrain-tasks may include held-out tasks (rows of those are held_out false)")
     parser.add_argument("--threads", type=int, default=0)
@@ -142,12 +145,14 @@ def main() -> None:
         nets = backbones(args, work, data)
     base = transfer.parse([f"tasks={args.heldout}", f"steps={args.bc_steps}", f"batch_size={args.batch_size}",
                            f"size={args.size}", f"horizon={args.horizon}", f"seeds={args.seeds}", "frame_stack=1",
-                           f"demos_dir={work / 'transfer' / 'demos'}", f"threads={args.threads}", "progress=false"])
+                           f"demos_dir={work / 'transfer' / 'demos'}", f"threads={args.threads}", "progress=false",
+                           f"readout={args.readout}"])
 
     def evaluate(name: str, objective: str, mode: str, demos: str, rollouts: int) -> None:
         backbone = name if mode in ("scratch", "random") else str(nets[objective])
         scale = args.finetune_lr_scale if mode == "finetuned" else base.encoder_lr_scale
         suffix = f"-lr{scale:g}" if scale != base.encoder_lr_scale else ""
+        suffix += "" if args.readout == "features" else f"-{args.readout}"
         cfg = replace(base, backbone=backbone, freeze=mode != "finetuned", demos=demos, rollouts=rollouts,
                       encoder_lr_scale=scale, out=str(work / "bc" / f"{mode}-{objective}{suffix}"))
         label = f"{cfg.label()} x{rollouts}"
@@ -155,7 +160,7 @@ def main() -> None:
             return
         new = expand(transfer.run(cfg), objective, mode, held_out)
         for row in new:
-            row["backbone"] = label
+            row["backbone"], row["readout"] = label, args.readout
         rows.extend(new)
         done.update((label, int(n)) for n in demos.split(","))
         out.parent.mkdir(parents=True, exist_ok=True)

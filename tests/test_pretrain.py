@@ -314,6 +314,9 @@ def test_resnet18_state_dict_from_a_local_file(tmp_path: Path) -> None:
         features = loaded(x)
         assert features.shape == (3, 1024)
         assert torch.allclose(features[:, 512:], net(x[:, 3:]), atol=1e-5)
+        maps = loaded.maps(x)  # layer4's maps, frames stacked on channels: their spatial mean is the feature
+        assert maps.shape == (3, 1024, 1, 1) and loaded.maps_shape() == (1024, 1, 1)
+        assert torch.allclose(maps.mean((2, 3)), features, atol=1e-6)
     assert loaded.card["architecture"] == "resnet18" and loaded.card["input"]["normalization"].startswith("imagenet")
 
     torch.save({"conv.weight": torch.zeros(3)}, tmp_path / "other.pt")
@@ -541,6 +544,55 @@ def test_frozen_bc_trains_its_head_on_cached_features_of_every_demo_step(dataset
     value.backward()
     assert all(p.grad is not None for p in policy.head.parameters())
     assert all(torch.equal(a, b) for a, b in zip(backbone_before, policy.backbone.parameters()))
+
+
+def test_spatial_softmax_is_each_maps_expected_position() -> None:
+    from ssrl.nn.heads import SpatialSoftmax
+
+    torch.manual_seed(0)
+    head, maps = SpatialSoftmax(3, keypoints=2), torch.randn(2, 3, 4, 5)
+    out = head(maps).detach().numpy()
+    w, b = head.conv.weight[:, :, 0, 0].detach().numpy(), head.conv.bias.detach().numpy()
+    for n in range(2):  # a plain loop: softmax over the 20 positions of each 1x1-conv map, expected (x, y)
+        for k in range(2):
+            logits = np.einsum("c,chw->hw", w[k], maps[n].numpy()) + b[k]
+            p = np.exp(logits - logits.max())
+            p /= p.sum()
+            rows, cols = np.meshgrid(np.arange(4), np.arange(5), indexing="ij")
+            x, y = (p * (-1 + 2 * cols / 4)).sum(), (p * (-1 + 2 * rows / 3)).sum()
+            assert out[n, 2 * k] == pytest.approx(x, abs=1e-5) and out[n, 2 * k + 1] == pytest.approx(y, abs=1e-5)
+    one = SpatialSoftmax(1, keypoints=1)
+    with torch.no_grad():
+        one.conv.weight.fill_(1.0), one.conv.bias.zero_()
+    hot = torch.zeros(1, 1, 4, 5)
+    hot[0, 0, 1, 4] = 100.0  # row 1 of 4, last column: x = 1, y = -1 + 2/3
+    assert one(hot)[0].tolist() == pytest.approx([1.0, -1 / 3], abs=1e-6)
+
+
+@pytest.mark.parametrize("readout", ["keypoints", "projection"])
+def test_readouts_train_on_the_frozen_backbones_conv_maps(dataset: Path, readout: str) -> None:
+    from ssrl.data import to_torch
+    from ssrl.experiments.transfer import BCPolicy, cached_loss, demo_steps, encode_views, make_backbone
+    from ssrl.experiments.transfer import parse as transfer_parse
+    from ssrl.nn.augment import Augment
+
+    pixels, _, action = demo_steps(dataset)
+    cfg = transfer_parse(["backbone=random", f"size={SIZE}", "frame_stack=3", f"readout={readout}"])
+    assert cfg.label() == f"random + {readout}"
+    space = Dataset(dataset, seed=0).observation_space["pixels"]
+    torch.manual_seed(0)
+    policy = BCPolicy(make_backbone(cfg, space), Augment("shift", space), 4, action.shape[1], 32, readout)
+    views = encode_views(policy, pixels[:8], 2, torch.device("cpu"))
+    assert views.shape == (8, 2, 32, 9, 9)  # 32 px: the last conv maps (15, 13, 11, 9 px), not the features
+    with torch.no_grad():  # the maps are what the encoder's own head projects to its features
+        assert torch.allclose(policy.backbone.net.head(views[:, 0].flatten(1)),
+                              policy.backbone(to_torch(pixels[:8], "cpu")), atol=1e-6)
+    before = [p.clone() for p in policy.backbone.parameters()]
+    cached_loss(policy, dataset, 2, 0, 64, torch.device("cpu"))().backward()
+    assert all(p.grad is not None for p in [*policy.readout.parameters(), *policy.head.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(before, policy.backbone.parameters()))
+    with pytest.raises(ConfigError, match="readout='pooled'"):
+        transfer_parse(["readout=pooled"])
 
 
 # ------------------------------------------------------------------------------------------------- probes

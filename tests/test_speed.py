@@ -281,7 +281,7 @@ def test_folded_normalisation_matches_normalising_the_pixels():
     encoder(obs).square().sum().backward()
     folded = {n: p.grad.clone() for n, p in encoder.named_parameters()}
     encoder.zero_grad()
-    reference = encoder.head(encoder.convs(obs.float() / 255 - 0.5))
+    reference = encoder.head(encoder.convs(obs.float() / 255 - 0.5).flatten(1))
     reference.square().sum().backward()
     torch.testing.assert_close(encoder(obs), reference, rtol=1e-5, atol=1e-5)
     for name, p in encoder.named_parameters():

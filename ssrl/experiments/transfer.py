@@ -10,6 +10,11 @@ success at any step (it then ends).
 ``lr * encoder_lr_scale``), ``scratch`` (a fresh encoder trained end to end at ``lr``) or ``random`` (a fresh
 encoder, frozen: the control that shows what pretraining adds).
 
+``readout`` is what the head reads: ``features`` (the backbone's own feature vector), ``keypoints`` (a spatial
+softmax of the backbone's last conv maps: a 1x1 conv to 32 maps and each map's expected position) or
+``projection`` (a fresh Linear-LayerNorm-tanh of the flattened maps, the pixel encoder's own head shape); the
+last two train with the head, so a frozen backbone freezes only the conv trunk.
+
 ``out`` is one process's at a time (locked). ``out/results.json`` keeps every row any run wrote there, each with
 the settings that produced it; a row is written as soon as its seeds are done, and a rerun with the same settings
 keeps it instead of training again, so an interrupted run resumes and runs of other backbones add their rows.
@@ -42,6 +47,7 @@ from ssrl.experiments.collect import record
 from ssrl.nn.augment import Augment
 from ssrl.nn.backbone import Backbone, load_backbone, make_card, pixel_encoder_args
 from ssrl.nn.encoders import PixelEncoder
+from ssrl.nn.heads import SpatialSoftmax
 from ssrl.nn.utils import mlp
 from ssrl.runtime import rundir
 
@@ -73,6 +79,7 @@ class TransferConfig:
     proprio: bool = True  # feed the robot's proprioceptive state to the head as well
     augmentation: str = "shift"  # "shift" or "none"
     feature_views: int = 8  # frozen backbones: cached views per demo frame (the eval view + augmentations)
+    readout: str = "features"  # head input: features, keypoints or projection (of the conv maps; module docstring)
     out: str = "results/transfer"  # results.json and results.md (every run's rows, kept) go here
     demos_dir: str = ""  # where recorded demonstrations live (default out/demos; several outs may share one)
     device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:N
@@ -89,12 +96,13 @@ class TransferConfig:
             raise ConfigError(f"demos={self.demos!r}: expected comma-separated integers") from None
 
     def label(self) -> str:
+        readout = "" if self.readout == "features" else f" + {self.readout}"
         if self.backbone in ("scratch", "random"):
-            return self.backbone
+            return self.backbone + readout
         if self.freeze:
-            return f"{Path(self.backbone).name} (frozen)"
+            return f"{Path(self.backbone).name}{readout} (frozen)"
         scale = "" if self.encoder_lr_scale == 0.1 else f", encoder lr x{self.encoder_lr_scale:g}"
-        return f"{Path(self.backbone).name} (fine-tuned{scale})"
+        return f"{Path(self.backbone).name}{readout} (fine-tuned{scale})"
 
 
 def parse(args: list[str]) -> TransferConfig:
@@ -108,6 +116,8 @@ def parse(args: list[str]) -> TransferConfig:
             raise ConfigError(f"{key}={getattr(cfg, key)}: must be positive")
     if cfg.augmentation not in ("shift", "none"):
         raise ConfigError(f"augmentation={cfg.augmentation!r}: choose shift or none")
+    if cfg.readout not in READOUTS:
+        raise ConfigError(f"readout={cfg.readout!r}: choose one of {', '.join(READOUTS)}")
     if cfg.backbone not in ("scratch", "random"):  # fail before recording demonstrations
         load_backbone(cfg.backbone, frame_stack=cfg.frame_stack, size=cfg.size)
     rundir.check_path(Path(cfg.out), "out")
@@ -126,6 +136,8 @@ def settings(cfg: TransferConfig) -> dict[str, Any]:
     """What a row's outcome depends on besides its task and demo count: the config and, for a backbone file, the
     hash of its weights (a backbone retrained at the same path makes new rows)."""
     values = _outcome_keys(asdict(cfg))
+    if cfg.readout == "features":
+        del values["readout"]  # rows written before readouts existed read their backbone's features
     if cfg.backbone not in ("scratch", "random"):
         card = load_backbone(cfg.backbone, frame_stack=cfg.frame_stack, size=cfg.size).card
         values["backbone_weights"] = card.get("weights_sha256", "")
@@ -170,21 +182,44 @@ def demonstrations(cfg: TransferConfig, task: str, n: int) -> Path:
 
 
 # --------------------------------------------------------------------------------------------- policy
+READOUTS = ("features", "keypoints", "projection")
+
+
+def make_readout(readout: str, backbone: Backbone) -> tuple[nn.Module, int]:
+    """The trainable module between the backbone's output and the MLP head, and its output size."""
+    if readout == "features":
+        return nn.Identity(), backbone.features_dim
+    channels, h, w = backbone.maps_shape()
+    if readout == "keypoints":
+        keypoints = SpatialSoftmax(channels)
+        return keypoints, keypoints.out_dim
+    dim = backbone.features_dim
+    return nn.Sequential(nn.Flatten(), nn.Linear(channels * h * w, dim), nn.LayerNorm(dim), nn.Tanh()), dim
+
+
 class BCPolicy(nn.Module):
-    """Backbone features (+ proprioception) -> MLP -> tanh action; ``augment`` applies to training batches."""
+    """Backbone output -> readout (+ proprioception) -> MLP -> tanh action; ``augment`` applies to training
+    batches."""
 
     def __init__(self, backbone: Backbone, augment: Augment, proprio_dim: int, action_dim: int,
-                 hidden_dim: int) -> None:
+                 hidden_dim: int, readout: str = "features") -> None:
         super().__init__()
         self.backbone, self.augment, self.proprio_dim = backbone, augment, proprio_dim
-        self.head = nn.Sequential(mlp(backbone.features_dim + proprio_dim, hidden_dim, action_dim), nn.Tanh())
+        self.reads_maps = readout != "features"
+        self.readout, dim = make_readout(readout, backbone)
+        self.head = nn.Sequential(mlp(dim + proprio_dim, hidden_dim, action_dim), nn.Tanh())
 
     def forward(self, pixels: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """Actions for (already augmented) pixels and raw states."""
-        return self.from_features(self.backbone(pixels), state)
+        return self.from_features(self.encode(pixels), state)
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """What the readout reads: the backbone's features or its conv maps (a frozen backbone's cache)."""
+        return self.backbone.maps(pixels) if self.reads_maps else self.backbone(pixels)
 
     def from_features(self, features: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """Actions for backbone features and raw states."""
+        """Actions for :meth:`encode`'s output and raw states."""
+        features = self.readout(features)
         if self.proprio_dim:
             features = torch.cat([features, state[:, : self.proprio_dim].float()], dim=-1)
         return self.head(features)
@@ -223,8 +258,8 @@ def train_bc(cfg: TransferConfig, demos: Path, seed: int, device: torch.device) 
     pixels_space = data.observation_space["pixels"]
     backbone = make_backbone(cfg, pixels_space)
     policy = BCPolicy(backbone, Augment(cfg.augmentation, pixels_space), PROPRIO_DIMS[cfg.suite] if cfg.proprio else 0,
-                      data.action_space.shape[0], cfg.hidden_dim).to(device)
-    groups = [{"params": policy.head.parameters(), "lr": cfg.lr}]
+                      data.action_space.shape[0], cfg.hidden_dim, cfg.readout).to(device)
+    groups = [{"params": [*policy.readout.parameters(), *policy.head.parameters()], "lr": cfg.lr}]
     if not backbone.frozen:
         scale = 1.0 if cfg.backbone == "scratch" else cfg.encoder_lr_scale
         groups.append({"params": backbone.parameters(), "lr": cfg.lr * scale})
@@ -261,11 +296,12 @@ def demo_steps(demos: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 @torch.no_grad()
 def encode_views(policy: BCPolicy, pixels: np.ndarray, views: int, device: torch.device,
                  batch_size: int = 256) -> torch.Tensor:
-    """``(N, views, d)`` frozen features of ``pixels``: view 0 the eval view, the others random augmentations."""
+    """``(N, views, ...)`` frozen :meth:`BCPolicy.encode` outputs of ``pixels``: view 0 the eval view, the others
+    random augmentations."""
     out = []
     for i in range(0, len(pixels), batch_size):
         x = to_torch(pixels[i : i + batch_size], device)
-        out.append(torch.stack([policy.backbone(policy.augment.eval_view(x) if v == 0 else policy.augment(x))
+        out.append(torch.stack([policy.encode(policy.augment.eval_view(x) if v == 0 else policy.augment(x))
                                 for v in range(views)], 1))
     return torch.cat(out)
 

@@ -85,12 +85,19 @@ class ResNet18(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.avgpool(self._frames(obs)).flatten(1).reshape(len(obs), self.features_dim)
+
+    def trunk(self, obs: torch.Tensor) -> torch.Tensor:
+        """``layer4``'s maps, the frames' stacked on channels: ``(B, 512 * frame_stack, h, w)``."""
+        x = self._frames(obs)
+        return x.reshape(len(obs), -1, *x.shape[2:])
+
+    def _frames(self, obs: torch.Tensor) -> torch.Tensor:
         b, c, h, w = obs.shape
         assert c == 3 * self.frame_stack, f"ResNet18 expects {3 * self.frame_stack} channels, got {c}"
         x = (obs.reshape(b * self.frame_stack, 3, h, w).float() - self.mean) / self.std
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.avgpool(x).flatten(1).reshape(b, self.features_dim)
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
 # ------------------------------------------------------------------------------------------- architectures
@@ -130,6 +137,19 @@ class Backbone(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(obs)
+
+    def maps(self, obs: torch.Tensor) -> torch.Tensor:
+        """The conv trunk's ``(B, C, h, w)`` feature maps (before the pooling or projection ``forward`` ends with)."""
+        return self.net.trunk(obs)
+
+    def maps_shape(self) -> tuple[int, int, int]:
+        """``(C, h, w)`` of :meth:`maps`."""
+        training, param = self.training, next(self.parameters())
+        self.train(False)  # no BatchNorm statistics from the dummy image
+        with torch.no_grad():
+            shape = tuple(self.maps(torch.zeros(1, *self.input_shape, device=param.device)).shape[1:])
+        self.train(training)
+        return shape
 
     def freeze(self) -> Backbone:
         self.requires_grad_(False)

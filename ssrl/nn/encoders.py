@@ -37,24 +37,27 @@ class PixelEncoder(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(channels, cfg.num_filters, 3, stride=2), nn.ReLU(inplace=True)]
         for _ in range(cfg.num_layers - 1):
             layers += [nn.Conv2d(cfg.num_filters, cfg.num_filters, 3, stride=1), nn.ReLU(inplace=True)]
-        self.convs = nn.Sequential(*layers, nn.Flatten())
+        self.convs = nn.Sequential(*layers)
         with torch.no_grad():
-            flat_dim = self.convs(torch.zeros(1, *space.shape)).shape[1]
+            flat_dim = self.convs(torch.zeros(1, *space.shape)).numel()
         self.head = nn.Sequential(nn.Linear(flat_dim, cfg.feature_dim), nn.LayerNorm(cfg.feature_dim), nn.Tanh())
         self.features_dim = cfg.feature_dim
         self.apply(orthogonal_init)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """Features of uint8 images. The first conv sees ``obs / 255 - 0.5`` through folded weights
-        (``W / 255``, ``b - 0.5 * sum W``; the conv is unpadded, so this is exact up to rounding), which
-        spares two elementwise passes over the largest tensor of the update."""
+        return self.head(self.trunk(obs).flatten(1))
+
+    def trunk(self, obs: torch.Tensor) -> torch.Tensor:
+        """The last conv layer's ``(B, num_filters, h, w)`` maps of uint8 images. The first conv sees
+        ``obs / 255 - 0.5`` through folded weights (``W / 255``, ``b - 0.5 * sum W``; the conv is unpadded, so
+        this is exact up to rounding), which spares two elementwise passes over the largest tensor of the update."""
         x = obs.to(torch.float32, memory_format=self.memory_format)
         first = self.convs[0]
         weight = first.weight / 255.0
         bias = first.bias - 0.5 * first.weight.sum((1, 2, 3))
         with torch.autocast(x.device.type, self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
             h = self.convs[1:](F.conv2d(x, weight, bias, first.stride))
-        return self.head(h.float())
+        return h.float()
 
 
 class StateEncoder(nn.Module):

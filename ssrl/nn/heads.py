@@ -75,3 +75,20 @@ class ObservationDecoder(nn.Module):
                 target = F.adaptive_avg_pool2d(target / 255.0 - 0.5, self.size)
             total = total + F.mse_loss(head(z), target)
         return total
+
+
+class SpatialSoftmax(nn.Module):
+    """Keypoints of conv maps (Levine et al. 2016, robomimic): a 1x1 conv to ``keypoints`` maps, a softmax over
+    each map's positions, and each map's expected ``(x, y)`` in [-1, 1] (x across the width)."""
+
+    def __init__(self, channels: int, keypoints: int = 32) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, keypoints, 1)
+        self.out_dim = 2 * keypoints
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        h, w = maps.shape[-2:]
+        attention = self.conv(maps).flatten(2).softmax(-1)  # (B, K, h*w)
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=maps.device),
+                                torch.linspace(-1, 1, w, device=maps.device), indexing="ij")
+        return (attention @ torch.stack([xs.flatten(), ys.flatten()], -1)).flatten(1)  # (B, 2K): x0, y0, x1, ...
