@@ -217,13 +217,21 @@ MUTANTS = [
            "record[:-1] = rows[:, last[:-1]].swapaxes(0, 1)",
            "a repeat's rewards read the positions of the state before its last substep", BATCHED),
     Mutant("rollout-without-final-forward", "ssrl/envs/batched/backends.py",
-           "        self.batch.forward(None, stage=mujoco.mjtStage.mjSTAGE_VEL)\n",
-           "",
+           "            self.batch.forward(None, stage=mujoco.mjtStage.mjSTAGE_VEL)\n",
+           "            pass\n",
            "the last repeat's reward and the observation read derived fields one substep late", BATCHED),
     Mutant("rollout-acc-sensors-after-the-repeat", "ssrl/envs/batched/backends.py",
            "record[..., self._acc_sensors] = rows[:, last][..., self._acc_sensors].swapaxes(0, 1)",
            "pass",
            "acceleration-stage sensors (touch, force, accelerometer) recorded one substep late", BATCHED),
+    Mutant("lean-forward-despite-limit-sensors", "ssrl/envs/batched/backends.py",
+           "self._lean_forward = not np.isin(model.sensor_type[before_acc], _CONSTRAINED_SENSORS).any()",
+           "self._lean_forward = True",
+           "the forward after a rollout skips constraints that a joint-limit sensor reads", BATCHED),
+    Mutant("lean-forward-flags-left-set", "ssrl/envs/batched/backends.py",
+           "        finally:\n            self._disableflags[:] = self.model.opt.disableflags",
+           "        finally:\n            pass",
+           "contacts and constraints stay disabled for the next rollout's stepping", BATCHED),
 ]
 
 

@@ -298,3 +298,56 @@ def test_rollout_records_equal_fields_read_after_each_repeat(task: str) -> None:
             np.testing.assert_array_equal(records[name][r], sims[1].array(name), err_msg=f"{name}, repeat {r}")
     acc = np.repeat(model.sensor_needstage == mujoco.mjtStage.mjSTAGE_ACC, model.sensor_dim)
     assert (task == "dmc/cheetah-run") != bool(np.diff(records["sensordata"][..., acc], axis=0).any())
+
+
+LIMITED_HINGE = """<mujoco><option timestep="0.01"/><worldbody><geom type="plane" size="1 1 .1"/>
+  <body><joint name="hinge" type="hinge" axis="0 1 0" limited="true" range="-10 10"/>
+    <geom type="capsule" fromto="0 0 .3 .3 0 .3" size=".05" mass="1"/></body>
+  <body pos="0 0 .2"><freejoint/><geom type="box" size=".05 .05 .05" mass=".2"/></body></worldbody>
+  <actuator><motor joint="hinge" gear="1"/></actuator>
+  <sensor>{sensors}<framepos objtype="xbody" objname="world"/></sensor></mujoco>"""
+
+
+@pytest.mark.parametrize("sensors", ['<jointlimitpos joint="hinge"/><jointlimitvel joint="hinge"/>', ""])
+def test_a_rollouts_last_forward_computes_constraints_only_where_a_sensor_reads_them(sensors: str) -> None:
+    """The forward after a rollout skips collision and constraints (nothing recorded reads them) unless a sensor
+    before the acceleration stage does: a joint-limit sensor on a hinge held past its limit, and a box that
+    lands on the floor, read after each of two `repeat` calls vs a twin simulator stepped call by call (the
+    second call shows the contacts and limits are back for the stepping)."""
+    import mujoco  # after ssrl, which picks MUJOCO_GL before mujoco reads it
+
+    from ssrl.envs.batched.backends import CpuSim
+
+    model = mujoco.MjModel.from_xml_string(LIMITED_HINGE.format(sensors=sensors))
+    sims = [CpuSim(model, 2, num_threads=1) for _ in range(2)]
+    for sim in sims:
+        sim.array("qpos")[:, 0] = [0.3, -0.2]  # radians, past the +-10 degree range
+        sim.array("ctrl")[:] = 0.5
+        sim.batch.forward(None, stage=mujoco.mjtStage.mjSTAGE_VEL)
+    names = ["qpos", "qvel", "xpos", "sensordata"]
+    assert sims[0].rolls_out(names)
+    for call in range(2):
+        records = {name: np.zeros((3, *sims[0].array(name).shape)) for name in names}
+        assert sims[0].repeat(5, 3, records)
+        for r in range(3):
+            assert not len(sims[1].step(5))
+            for name in names:
+                np.testing.assert_array_equal(records[name][r], sims[1].array(name), err_msg=f"{name}, {call} {r}")
+    assert (sims[1].array("ncon") > 0).all()  # the box is on the floor
+    if sensors:  # the last repeat's limit sensors (from the forward) are active in both envs
+        assert (records["sensordata"][-1, :, :2] != 0).all()
+
+
+def test_every_task_reads_only_fields_a_rollout_and_its_lean_forward_keep() -> None:
+    """What lets `CpuSim.repeat` take the rollout path and its last forward skip collision and constraints:
+    every batched task's observation and reward read state and position/velocity-stage fields only (a task
+    reading contacts or constraint forces must change that path first)."""
+    from ssrl.envs.batched.backends import _ROLLOUT_FIELDS
+    from ssrl.envs.batched.env import _FieldTracer
+
+    for task in list_batched_tasks():
+        env = make_batched(task, 2)
+        tracer = _FieldTracer(env.sim)
+        env.task.observe(tracer)
+        env.task.reward(tracer)
+        assert tracer.names and set(tracer.names) <= _ROLLOUT_FIELDS, (task, set(tracer.names) - _ROLLOUT_FIELDS)
