@@ -308,7 +308,8 @@ LIMITED_HINGE = """<mujoco><option timestep="0.01"/><worldbody><geom type="plane
   <sensor>{sensors}<framepos objtype="xbody" objname="world"/></sensor></mujoco>"""
 
 
-@pytest.mark.parametrize("sensors", ['<jointlimitpos joint="hinge"/><jointlimitvel joint="hinge"/>', ""])
+@pytest.mark.parametrize("sensors", ['<jointlimitpos joint="hinge"/><jointlimitvel joint="hinge"/>', ""],
+                         ids=["limit-sensors", "no-limit-sensors"])
 def test_a_rollouts_last_forward_computes_constraints_only_where_a_sensor_reads_them(sensors: str) -> None:
     """The forward after a rollout skips collision and constraints (nothing recorded reads them) unless a sensor
     before the acceleration stage does: a joint-limit sensor on a hinge held past its limit, and a box that
