@@ -88,7 +88,7 @@ class ResNet18(nn.Module):
         return self.avgpool(self._frames(obs)).flatten(1).reshape(len(obs), self.features_dim)
 
     def trunk(self, obs: torch.Tensor) -> torch.Tensor:
-        """``layer4``'s maps, the frames' stacked on channels: ``(B, 512 * frame_stack, h, w)``."""
+        """``layer4``'s maps, the frames stacked on channels: ``(B, 512 * frame_stack, h, w)``."""
         x = self._frames(obs)
         return x.reshape(len(obs), -1, *x.shape[2:])
 
