@@ -46,7 +46,7 @@ from ssrl.errors import ConfigError
 from ssrl.experiments.collect import record
 from ssrl.nn.augment import Augment
 from ssrl.nn.backbone import Backbone, load_backbone, make_card, pixel_encoder_args
-from ssrl.nn.encoders import PixelEncoder
+from ssrl.nn.encoders import PixelEncoder, feature_head
 from ssrl.nn.heads import SpatialSoftmax
 from ssrl.nn.utils import mlp
 from ssrl.runtime import rundir
@@ -194,7 +194,7 @@ def make_readout(readout: str, backbone: Backbone) -> tuple[nn.Module, int]:
         keypoints = SpatialSoftmax(channels)
         return keypoints, keypoints.out_dim
     dim = backbone.features_dim
-    return nn.Sequential(nn.Flatten(), nn.Linear(channels * h * w, dim), nn.LayerNorm(dim), nn.Tanh()), dim
+    return nn.Sequential(nn.Flatten(), *feature_head(channels * h * w, dim)), dim
 
 
 class BCPolicy(nn.Module):

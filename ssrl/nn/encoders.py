@@ -21,6 +21,11 @@ def is_image_space(space: gym.Space) -> bool:
     return isinstance(space, gym.spaces.Box) and len(space.shape) == 3 and space.dtype == "uint8"
 
 
+def feature_head(in_dim: int, feature_dim: int) -> nn.Sequential:
+    """SAC-AE/CURL's projection to features: Linear -> LayerNorm -> tanh."""
+    return nn.Sequential(nn.Linear(in_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
+
+
 class PixelEncoder(nn.Module):
     """SAC-AE/CURL encoder: ``num_layers`` 3x3 convs of ``num_filters`` (first stride 2), then
     Linear -> LayerNorm -> tanh to ``feature_dim``."""
@@ -40,7 +45,7 @@ class PixelEncoder(nn.Module):
         self.convs = nn.Sequential(*layers)
         with torch.no_grad():
             flat_dim = self.convs(torch.zeros(1, *space.shape)).numel()
-        self.head = nn.Sequential(nn.Linear(flat_dim, cfg.feature_dim), nn.LayerNorm(cfg.feature_dim), nn.Tanh())
+        self.head = feature_head(flat_dim, cfg.feature_dim)
         self.features_dim = cfg.feature_dim
         self.apply(orthogonal_init)
 
