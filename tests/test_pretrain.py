@@ -496,6 +496,31 @@ def test_transfer_keeps_every_row_resumes_after_a_stop_and_locks_out(tmp_path: P
     assert "is a file" in capsys.readouterr().err and len(trained) == 5  # refused before anything ran
 
 
+def test_transfers_sharing_demos_dir_take_turns_recording_demonstrations(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("metaworld", reason=f"metaworld not installed: {METAWORLD_INSTALL}")
+    import fcntl
+    import threading
+
+    from ssrl.data.dataset import episode_files
+    from ssrl.experiments import transfer
+
+    cfg = transfer.parse(["tasks=reach-v3", "demos=2", f"size={SIZE}", "horizon=12", f"demos_dir={tmp_path / 'demos'}",
+                          f"out={tmp_path / 'bc'}", "progress=false"])
+    root = tmp_path / "demos" / f"reach-v3-{SIZE}px-fs{cfg.frame_stack}-h12"
+    root.mkdir(parents=True)
+    started, real = threading.Event(), transfer.make_task_env
+    monkeypatch.setattr(transfer, "make_task_env", lambda *a: started.set() or real(*a))
+    result: dict[str, Path] = {}
+    worker = threading.Thread(target=lambda: result.update(path=transfer.demonstrations(cfg, "reach-v3", 2)))
+    with open(root / ".lock", "a") as held:  # another process is recording this task
+        fcntl.flock(held, fcntl.LOCK_EX)
+        worker.start()
+        assert not started.wait(2.0)  # it waits instead of recording beside the other process
+    worker.join()
+    assert started.is_set() and len(episode_files(result["path"])) == 2 and result["path"].name == "n2"
+
+
 def test_transfer_labels_name_the_mode_and_a_non_default_encoder_lr(backbone_dir: Path) -> None:
     from ssrl.experiments.transfer import parse as transfer_parse
 

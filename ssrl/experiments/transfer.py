@@ -22,6 +22,7 @@ keeps it instead of training again, so an interrupted run resumes and runs of ot
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import time
@@ -161,24 +162,28 @@ def make_task_env(cfg: TransferConfig, task: str) -> gym.Env:
 
 
 def demonstrations(cfg: TransferConfig, task: str, n: int) -> Path:
-    """A dataset of the first ``n`` scripted-expert episodes of ``task`` (recorded once, then reused)."""
+    """A dataset of the first ``n`` scripted-expert episodes of ``task`` (recorded once, then reused). Processes
+    sharing ``demos_dir`` take turns: one records, the others wait for it and reuse its episodes."""
     root = Path(cfg.demos_dir or Path(cfg.out) / "demos") / f"{task}-{cfg.size}px-fs{cfg.frame_stack}-h{cfg.horizon}"
     full = root / "all"
-    have = len(episode_files(full)) if (full / "dataset.json").exists() else 0
-    if have < max(cfg.demo_counts()):
-        if full.exists():
-            for path in full.iterdir():
-                path.unlink()
-        env = make_task_env(cfg, task)
-        base = env.unwrapped
-        meta = {"tasks": [SUITES[cfg.suite] + task], "policy": "scripted", "obs": "pixels+state", "size": cfg.size,
-                "render": "fast"}
-        try:
-            record(env, lambda obs: base.expert_action(), full, episodes=max(cfg.demo_counts()), meta=meta,
-                   progress=cfg.progress)
-        finally:
-            env.close()
-    return subset(full, n, root / f"n{n}")
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "a") as lock:  # closing releases the flock
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        have = len(episode_files(full)) if (full / "dataset.json").exists() else 0
+        if have < max(cfg.demo_counts()):
+            if full.exists():  # the episodes are deterministic: the longer recording starts with the same ones
+                for path in full.iterdir():
+                    path.unlink()
+            env = make_task_env(cfg, task)
+            base = env.unwrapped
+            meta = {"tasks": [SUITES[cfg.suite] + task], "policy": "scripted", "obs": "pixels+state",
+                    "size": cfg.size, "render": "fast"}
+            try:
+                record(env, lambda obs: base.expert_action(), full, episodes=max(cfg.demo_counts()), meta=meta,
+                       progress=cfg.progress)
+            finally:
+                env.close()
+        return subset(full, n, root / f"n{n}")
 
 
 # --------------------------------------------------------------------------------------------- policy
