@@ -227,19 +227,20 @@ def probe(args: argparse.Namespace, base: transfer.TransferConfig, nets: dict[st
 
 
 def table(console: Console, rows: list[dict]) -> None:
-    """Mean success over held-out tasks and seeds (+- std over seeds of the task mean) per backbone and demos."""
-    view = Table(title="MetaWorld held-out tasks: BC success")
-    for column in ("backbone", "mode", "demos", "mean success", "std over seeds", "per task"):
-        view.add_column(column, justify="left" if column in ("backbone", "mode", "per task") else "right")
-    for backbone, demos in dict.fromkeys((r["backbone"], r["demos"]) for r in rows):
-        group = [r for r in rows if r["backbone"] == backbone and r["demos"] == demos and r["held_out"]]
+    """Mean success over tasks and seeds (+- std over seeds of the task mean) per backbone, demos and whether the
+    tasks were held out of pretraining (``--in-domain`` rows are not)."""
+    view = Table(title="MetaWorld tasks: BC success")
+    for column in ("backbone", "mode", "demos", "tasks", "mean success", "std over seeds", "per task"):
+        view.add_column(column, justify="left" if column in ("backbone", "mode", "tasks", "per task") else "right")
+    for backbone, demos, held in dict.fromkeys((r["backbone"], r["demos"], r["held_out"]) for r in rows):
+        group = [r for r in rows if (r["backbone"], r["demos"], r["held_out"]) == (backbone, demos, held)]
         seeds = sorted({r["seed"] for r in group})
         per_seed = [np.mean([r["success"] for r in group if r["seed"] == s]) for s in seeds]
         tasks = dict.fromkeys(r["task"] for r in group)
         per_task = " ".join(f"{t.removesuffix('-v3')} {np.mean([r['success'] for r in group if r['task'] == t]):.2f}"
                             for t in tasks)
-        view.add_row(backbone, group[0]["mode"], str(demos), f"{np.mean(per_seed):.3f}", f"{np.std(per_seed):.3f}",
-                     per_task)
+        view.add_row(backbone, group[0]["mode"], str(demos), "held out" if held else "in pretraining",
+                     f"{np.mean(per_seed):.3f}", f"{np.std(per_seed):.3f}", per_task)
     console.print(view)
 
 
