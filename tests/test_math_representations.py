@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
+from dataclasses import replace
 
 import gymnasium as gym
 import numpy as np
@@ -14,11 +16,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssrl.config import CURLConfig, EncoderConfig, SPRConfig, WorldModelConfig
+from ssrl.config import CURLConfig, EncoderConfig, MaskedConfig, SPRConfig, WorldModelConfig
 from ssrl.nn.encoders import make_encoder
 from ssrl.nn.utils import soft_update
 from ssrl.representations.base import collapse, effective_rank, feature_std, variance_covariance
 from ssrl.representations.curl import CURL
+from ssrl.representations.masked import Masked
 from ssrl.representations.spr import SPR
 from ssrl.representations.world_model import WorldModel
 
@@ -132,6 +135,12 @@ def test_variance_covariance_terms_match_vicreg_by_hand_and_numpy():
     assert float(covariance) == pytest.approx(((cov ** 2).sum() - (np.diag(cov) ** 2).sum()) / 6, rel=1e-10)
 
 
+def vicreg_numpy(features: np.ndarray, target_std: float) -> tuple[float, float]:
+    """VICReg's variance and covariance terms by numpy (unbiased covariance, as VICReg)."""
+    std, cov = np.sqrt(features.var(0, ddof=1) + 1e-4), np.cov(features, rowvar=False)
+    return np.maximum(0, target_std - std).mean(), ((cov ** 2).sum() - (np.diag(cov) ** 2).sum()) / features.shape[1]
+
+
 def test_world_model_loss_is_discounted_consistency_and_reward_plus_variance_and_covariance():
     enc = encoder()
     cfg = WorldModelConfig(k=K, hidden_dim=16, rho=0.7, consistency_coef=2.0, reward_coef=0.5, variance_coef=3.0,
@@ -149,15 +158,41 @@ def test_world_model_loss_is_discounted_consistency_and_reward_plus_variance_and
             reward += 0.7 ** k * ((r - rewards[:, k]) ** 2).mean()
             z = model.dynamics(z, actions[:, k])
             consistency += 0.7 ** k * ((z - model.target_encoder(obs[:, k + 1])) ** 2).mean()
-        f = z0.double().numpy()
-        std, cov = np.sqrt(f.var(0, ddof=1) + 1e-4), np.cov(f, rowvar=False)
-        variance = np.maximum(0, 0.9 - std).mean()
-        covariance = ((cov ** 2).sum() - (np.diag(cov) ** 2).sum()) / f.shape[1]
+        variance, covariance = vicreg_numpy(z0.double().numpy(), 0.9)
     expected = 2.0 * float(consistency) + 0.5 * float(reward) + 3.0 * variance + 0.1 * covariance
     assert variance > 0.05 and covariance > 1e-3  # both terms act on this batch, so dropping either shows
     assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
     assert float(metrics["variance"]) == pytest.approx(variance, rel=1e-5)
     assert float(metrics["covariance"]) == pytest.approx(covariance, rel=1e-5)
+
+
+def test_masked_loss_adds_vicreg_terms_on_the_online_latents_of_the_masked_inputs():
+    """The same masks (same RNG) with the terms on and off: the losses differ by the weighted terms of the
+    encoder's output on the masked sequence, and so do the gradients reaching that output (the terms train the
+    encoder, not a detached copy)."""
+    enc = encoder()
+    on = Masked(enc, STATE, ACTIONS, MaskedConfig(k=K, hidden_dim=16, heads=2, variance_coef=3.0,
+                                                  covariance_coef=0.1, variance_target=0.9))
+    off = copy.deepcopy(on)
+    off.cfg = replace(on.cfg, variance_coef=0.0, covariance_coef=0.0)
+    latents = []
+    enc.register_forward_hook(lambda module, inputs, out: latents.append(out) or out.retain_grad())
+    batch = {"obs": torch.randn(B, K + 1, 3), "action": torch.rand(B, K, 2) * 2 - 1}
+    losses = []
+    for model in (on, off):
+        torch.manual_seed(5)
+        loss, metrics = model.loss(batch, enc, lambda x: x)
+        loss.backward()
+        losses.append(float(loss.detach()))
+    (z_on, z_off), masked = latents, on.mask(batch["obs"])[1]["obs"]
+    assert masked.any() and torch.equal(z_on, z_off)  # same masked inputs, same latents
+    variance, covariance = vicreg_numpy(z_on.detach().double().numpy(), 0.9)
+    assert variance > 0.05 and covariance > 1e-3  # both terms act on this batch, so dropping either shows
+    assert losses[0] - losses[1] == pytest.approx(3.0 * variance + 0.1 * covariance, rel=1e-4)
+    leaf = z_on.detach().double().requires_grad_()
+    terms = variance_covariance(leaf, 0.9)
+    (3.0 * terms[0] + 0.1 * terms[1]).backward()
+    torch.testing.assert_close((z_on.grad - z_off.grad).double(), leaf.grad, rtol=1e-4, atol=1e-7)
 
 
 # ---------------------------------------------------------------------------------------------- EMA

@@ -133,11 +133,23 @@ class SPRConfig(ObjectiveConfig):
 
 
 @dataclass
-class MaskedConfig(ObjectiveConfig):
+class SpreadObjectiveConfig(ObjectiveConfig):
+    """An objective that regresses latents (no negatives) plus VICReg's variance and covariance terms on its online
+    latents (Bardes, Ponce & LeCun 2022), which keep the latents spread and decorrelated."""
+
+    variance_coef: float = 1.0  # VICReg variance term on the online latents: keeps reward-free training from collapse
+    covariance_coef: float = 0.04  # VICReg covariance term on the online latents (decorrelates dimensions)
+    variance_target: float = 0.5  # the std per latent dimension below which the variance term acts
+
+
+@dataclass
+class MaskedConfig(SpreadObjectiveConfig):
     """Masked modelling (pixels: MLR, Yu et al. 2022, cube masks + latent reconstruction against an EMA target;
     states: masked state dims/steps reconstructed from context and actions)."""
 
     name: str = "masked"
+    variance_coef: float = 0.0  # VICReg terms: off (on cartpole they raised the probe, not on finger or MetaWorld)
+    covariance_coef: float = 0.0
     k: int = 2  # sequence of k+1 observations (each costs an encoder pass and a target pass per sample)
     mask_ratio: float = 0.5  # fraction of pixel cubes / state entries masked
     step_mask_ratio: float = 0.0  # states: fraction of whole time steps masked as well
@@ -151,7 +163,7 @@ class MaskedConfig(ObjectiveConfig):
 
 
 @dataclass
-class WorldModelConfig(ObjectiveConfig):
+class WorldModelConfig(SpreadObjectiveConfig):
     """Deterministic latent world model (TD-MPC, Hansen et al. 2022): latent consistency + reward over a horizon,
     optional observation decoder, optional curiosity bonus (ICM, Pathak et al. 2017)."""
 
@@ -165,9 +177,6 @@ class WorldModelConfig(ObjectiveConfig):
     intrinsic_coef: float = 0.0  # > 0 adds coef * one-step latent prediction error to the agent's reward
     tau: float = 0.01  # EMA rate of the target encoder
     hidden_dim: int = 256  # width of the dynamics and reward MLPs
-    variance_coef: float = 1.0  # VICReg variance term on the online latents: keeps reward-free training from collapse
-    covariance_coef: float = 0.04  # VICReg covariance term on the online latents (decorrelates dimensions)
-    variance_target: float = 0.5  # the std per latent dimension below which the variance term acts
 
 
 @dataclass

@@ -12,6 +12,9 @@
   steps, are zeroed; the transformer output reconstructs the masked entries (MSE in units of each dimension's
   batch std) from the unmasked context and the actions.
 * Dict observations (``obs=pixels+state``) mask both and add both losses.
+* ``variance_coef``/``covariance_coef`` > 0 add VICReg's variance and covariance terms on the online latents of
+  the masked inputs, as in ``world_model``; off by default (they raised the probe on cartpole only,
+  docs/representations.md).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from ssrl.representations.base import (
     cosine_loss,
     fold,
     health,
+    variance_covariance,
 )
 
 
@@ -118,7 +122,9 @@ class Masked(Representation):
         tokens = self.token(z).unflatten(0, (b, -1)) + self.action_token(padded) + self.position
         out = self.transformer(tokens)  # (B, T, width)
 
-        loss, metrics = out.new_zeros(()), health(z.detach())
+        variance, covariance = variance_covariance(z, self.cfg.variance_target)
+        loss = self.cfg.variance_coef * variance + self.cfg.covariance_coef * covariance
+        metrics = health(z.detach()) | {"variance": variance.detach(), "covariance": covariance.detach()}
         if self.image_keys:
             prediction = self.prediction(project(self.projection, self.latent_head(out)))
             with torch.no_grad():
