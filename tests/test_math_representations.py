@@ -120,6 +120,12 @@ def test_spr_loss_is_the_sum_over_k_of_the_batch_mean_of_2_minus_2_cos():
 
 
 # ---------------------------------------------------------------------------------------------- world model
+def vicreg_numpy(features: np.ndarray, target_std: float) -> tuple[float, float]:
+    """VICReg's variance and covariance terms by numpy (unbiased covariance, as VICReg)."""
+    std, cov = np.sqrt(features.var(0, ddof=1) + 1e-4), np.cov(features, rowvar=False)
+    return np.maximum(0, target_std - std).mean(), ((cov ** 2).sum() - (np.diag(cov) ** 2).sum()) / features.shape[1]
+
+
 def test_variance_covariance_terms_match_vicreg_by_hand_and_numpy():
     # two samples per dim: x = [[0, 0], [2, 0.02]]; unbiased var (2, 2e-4), std sqrt(var + 1e-4)
     x = torch.tensor([[0.0, 0.0], [2.0, 0.02]], dtype=torch.float64)
@@ -128,17 +134,10 @@ def test_variance_covariance_terms_match_vicreg_by_hand_and_numpy():
     # cov_01 = sum (x0 - mean0)(x1 - mean1) / (n - 1) = (-1)(-0.01) + (1)(0.01) = 0.02; off-diagonal twice, / d
     assert float(covariance) == pytest.approx(2 * 0.02 ** 2 / 2, rel=1e-12)
     z = torch.randn(37, 6, dtype=torch.float64) @ torch.randn(6, 6, dtype=torch.float64)
-    cov = np.cov(z.numpy(), rowvar=False)  # unbiased, like VICReg
-    std = np.sqrt(z.numpy().var(0, ddof=1) + 1e-4)
+    expected_variance, expected_covariance = vicreg_numpy(z.numpy(), 2.0)
     variance, covariance = variance_covariance(z, target_std=2.0)
-    assert float(variance) == pytest.approx(np.maximum(0, 2.0 - std).mean(), rel=1e-10)
-    assert float(covariance) == pytest.approx(((cov ** 2).sum() - (np.diag(cov) ** 2).sum()) / 6, rel=1e-10)
-
-
-def vicreg_numpy(features: np.ndarray, target_std: float) -> tuple[float, float]:
-    """VICReg's variance and covariance terms by numpy (unbiased covariance, as VICReg)."""
-    std, cov = np.sqrt(features.var(0, ddof=1) + 1e-4), np.cov(features, rowvar=False)
-    return np.maximum(0, target_std - std).mean(), ((cov ** 2).sum() - (np.diag(cov) ** 2).sum()) / features.shape[1]
+    assert float(variance) == pytest.approx(expected_variance, rel=1e-10)
+    assert float(covariance) == pytest.approx(expected_covariance, rel=1e-10)
 
 
 def test_world_model_loss_is_discounted_consistency_and_reward_plus_variance_and_covariance():
