@@ -1,6 +1,6 @@
 """Masked modelling before/after on bench_representations' quick probe: run once per source tree, side by side.
 
-    PYTHONPATH=<tree> python benchmarks/masked_before_after.py --label old|new [--k 4] [--seeds 3]
+    PYTHONPATH=<tree> python benchmarks/masked_before_after.py --label old|new [--k 4] [--set key=value ...] [--seeds 3]
 
 The quick probe setting of bench_representations.py (dmc/cartpole-swingup, 10 random-policy episodes at 32x32,
 8-filter 2-layer encoder, batch 32, 1500 updates, episode-wise 5-fold ridge probe), for `masked` only, plus
@@ -50,11 +50,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--label", required=True)
     parser.add_argument("--k", type=int, default=0, help="representation.k (0: the tree's default)")
+    parser.add_argument("--set", nargs="*", default=[], help="more representation keys, e.g. mask_space=latent")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--updates", type=int, default=1500)
     args = parser.parse_args()
     torch.set_num_threads(1)
     extra = [f"representation.k={args.k}"] if args.k else []
+    extra += [f"representation.{kv}" for kv in args.set]
     data = collect("dmc/cartpole-swingup", 10, size=32, seed=0)
     probes = []
     for seed in range(args.seeds):
@@ -68,7 +70,7 @@ def main() -> None:
         probes.append({"seed": seed, "random_r2": random_r2, "trained_r2": probe_r2(agent.encoder, agent.augment,
                                                                                      data, folds=5)})
     cost = step_cost(extra)
-    row = {"label": args.label, "source": str(Path(ssrl.__file__).parent), "k": args.k or "default",
+    row = {"label": args.label, "source": str(Path(ssrl.__file__).parent), "k": args.k or "default", "set": args.set,
            "probe": probes, "trained_r2_mean": float(np.mean([p["trained_r2"] for p in probes])),
            "random_r2_mean": float(np.mean([p["random_r2"] for p in probes])),
            "step_seconds": cost, "x_curl": cost["masked"] / cost["curl"]}

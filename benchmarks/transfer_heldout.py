@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_representations import OBJECTIVES
 from rich.console import Console
 from rich.table import Table
 
@@ -73,9 +74,9 @@ def backbones(args: argparse.Namespace, work: Path, data: Path) -> dict[str, Pat
     for objective in args.objectives.split(","):
         out[objective] = work / "backbones" / objective
         if not (out[objective] / "backbone.safetensors").exists():
-            Pretrainer(parse([f"representation={objective}", f"data={data}", f"out={out[objective]}",
-                              f"steps={args.steps}", f"batch_size={args.batch_size}", f"threads={args.threads}",
-                              "progress=false"])).run()
+            Pretrainer(parse([*(OBJECTIVES.get(objective) or [f"representation={objective}"]), f"data={data}",
+                              f"out={out[objective]}", f"steps={args.steps}", f"batch_size={args.batch_size}",
+                              f"threads={args.threads}", "progress=false"])).run()
     return out
 
 

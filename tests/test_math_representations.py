@@ -194,6 +194,63 @@ def test_masked_loss_adds_vicreg_terms_on_the_online_latents_of_the_masked_input
     torch.testing.assert_close((z_on.grad - z_off.grad).double(), leaf.grad, rtol=1e-4, atol=1e-7)
 
 
+def test_latent_masking_matches_a_per_sample_loop_over_visible_and_masked_observations():
+    """``mask_space=latent`` against a plain loop: which observations were masked is read from what each encoder
+    saw (the online encoder only visible ones, the target encoder only masked ones, ``hidden_steps`` per
+    sequence); then per sample, the visible observations' tokens and the mask token at the masked steps, plus
+    action and position, go through the transformer; its outputs at the masked steps must match (2 - 2 cos) the
+    target projection of the target encoder. Loss and encoder gradients must agree. k=3 with 2 of 4 masked, so
+    a mutant that swaps visible and masked rows keeps its shapes and fails on the values."""
+    pixels = gym.spaces.Box(0, 255, (3, 16, 16), np.uint8)
+    torch.manual_seed(0)
+    enc = make_encoder(pixels, EncoderConfig(feature_dim=8, num_filters=4, num_layers=1))
+    model = Masked(enc, pixels, ACTIONS, MaskedConfig(k=K, mask_space="latent", hidden_dim=16, heads=2,
+                                                      projection_dim=8))
+    perturb(model.target_encoder), perturb(model.target_projection, seed=2)  # targets that are not the online nets
+    obs = torch.randint(0, 256, (B, K + 1, 3, 16, 16), dtype=torch.uint8)
+    actions = torch.rand(B, K, 2) * 2 - 1
+    seen = {}
+
+    def note(name):  # the first input each encoder sees (the loss's call)
+        return lambda module, inputs, out: None if name in seen else seen.update({name: inputs[0]})
+
+    enc.register_forward_hook(note("online"))
+    model.target_encoder.register_forward_hook(note("target"))
+    loss, metrics = model.loss({"obs": obs, "action": actions}, enc, lambda x: x)
+    loss.backward()
+    grads = [p.grad.clone() for p in enc.parameters()]
+    enc.zero_grad()
+
+    def rows_in(frames):
+        return torch.tensor([[any(torch.equal(obs[b, t], f) for f in frames) for t in range(K + 1)] for b in range(B)])
+
+    hidden, visible = rows_in(seen["target"]), rows_in(seen["online"])
+    assert torch.equal(hidden, ~visible) and (hidden.sum(1) == 2).all()
+    outputs, targets = [], []
+    for b in range(B):
+        tokens = []
+        for t in range(K + 1):
+            token = model.mask_token if hidden[b, t] else model.token(enc(obs[b, t][None]))[0]
+            action = actions[b, t] if t < K else torch.zeros(2)
+            tokens.append(token + model.action_token(action) + model.position[0, t])
+        out = model.transformer(torch.stack(tokens)[None])[0]
+        for t in range(K + 1):
+            if hidden[b, t]:
+                outputs.append(out[t])
+                with torch.no_grad():
+                    targets.append(model.target_encoder(obs[b, t][None])[0])
+    prediction = model.prediction(model.projection(model.latent_head(torch.stack(outputs))))
+    with torch.no_grad():
+        target = model.target_projection(torch.stack(targets))
+    p, q = prediction.detach().double().numpy(), target.double().numpy()
+    cosines = (p * q).sum(1) / np.linalg.norm(p, axis=1) / np.linalg.norm(q, axis=1)
+    assert float(loss.detach()) == pytest.approx(float(np.mean(2 - 2 * cosines)), rel=1e-5)
+    reference = (2 - 2 * F.cosine_similarity(prediction, target, dim=-1)).mean()
+    reference.backward()
+    for got, want in zip(grads, [p.grad for p in enc.parameters()]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------- EMA
 def fill(module, value):
     with torch.no_grad():

@@ -151,7 +151,8 @@ class MaskedConfig(SpreadObjectiveConfig):
     variance_coef: float = 0.0  # VICReg terms: off (on cartpole they raised the probe, not on finger or MetaWorld)
     covariance_coef: float = 0.0
     k: int = 2  # sequence of k+1 observations (each costs an encoder pass and a target pass per sample)
-    mask_ratio: float = 0.5  # fraction of pixel cubes / state entries masked
+    mask_space: str = "pixels"  # pixels: cube masks on the frames (MLR); latent: whole observations' latents masked
+    mask_ratio: float = 0.5  # fraction of pixel cubes / state entries (latent: of the k+1 observations) masked
     step_mask_ratio: float = 0.0  # states: fraction of whole time steps masked as well
     cube_size: int = 8  # pixels per side of a spatial cube
     cube_time: int = 2  # time steps per cube
@@ -253,6 +254,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "agent.augmentation": ("none", "shift", "crop"),
     "speed.amp": ("none", "bf16"),
     "backend": ("auto", "cpu", "warp"),
+    "representation.mask_space": ("pixels", "latent"),
 }
 POSITIVE = {"size", "frame_stack", "frames", "eval_episodes", "replay_capacity", "eval_every", "checkpoint_every"}
 

@@ -12,6 +12,11 @@
   steps, are zeroed; the transformer output reconstructs the masked entries (MSE in units of each dimension's
   batch std) from the unmasked context and the actions.
 * Dict observations (``obs=pixels+state``) mask both and add both losses.
+* ``mask_space=latent`` (pixel observations only) masks whole observations instead of pixel cubes, in latent
+  space (as M-CURL, Zhu et al. 2020, does with a contrastive loss): the encoder embeds only the visible
+  observations of the sequence, a learned mask token stands in for the others, and the transformer's outputs at
+  the masked steps must match the EMA target of those observations. Each observation is encoded once, by the
+  online or by the target encoder, where cube masking encodes every one by both.
 * ``variance_coef``/``covariance_coef`` > 0 add VICReg's variance and covariance terms on the online latents of
   the masked inputs, as in ``world_model``; off by default (they raised the probe on cartpole only,
   docs/representations.md).
@@ -57,6 +62,8 @@ class Masked(Representation):
                  cfg: MaskedConfig) -> None:
         super().__init__(encoder, obs_space, action_space, cfg)
         check(cfg.k >= 1, "k", cfg.k, "must be >= 1")
+        latent = cfg.mask_space == "latent"
+        check(not latent or is_image_space(obs_space), "mask_space", cfg.mask_space, "needs obs=pixels")
         check(0.0 < cfg.mask_ratio < 1.0, "mask_ratio", cfg.mask_ratio, "must be in (0, 1)")
         check(0.0 <= cfg.step_mask_ratio < 1.0, "step_mask_ratio", cfg.step_mask_ratio, "must be in [0, 1)")
         check(cfg.cube_size >= 1, "cube_size", cfg.cube_size, "must be >= 1")
@@ -72,6 +79,9 @@ class Masked(Representation):
         self.token = nn.Linear(dim, width)
         self.action_token = nn.Linear(int(np.prod(action_space.shape)), width)
         self.position = nn.Parameter(0.02 * torch.randn(1, cfg.k + 1, width))
+        if latent:
+            self.hidden_steps = min(cfg.k, max(1, int(cfg.mask_ratio * (cfg.k + 1) + 0.5)))  # masked per sequence
+            self.mask_token = nn.Parameter(0.02 * torch.randn(width))
         layer = nn.TransformerEncoderLayer(width, cfg.heads, 2 * width, dropout=0.0, batch_first=True, norm_first=True)
         self.transformer = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.reconstruct = nn.ModuleDict({k: nn.Linear(width, self.spaces[k].shape[0]) for k in self.state_keys})
@@ -107,7 +117,15 @@ class Masked(Representation):
             masks[key] = m
         return masked, masks
 
+    def sequence(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The transformer over ``(B, T, width)`` observation tokens plus each step's action token (the last step,
+        which has no action, a zero action's) and position."""
+        padded = torch.cat([actions, actions.new_zeros(actions.shape[0], 1, actions.shape[-1])], dim=1)
+        return self.transformer(tokens + self.action_token(padded) + self.position)
+
     def loss(self, batch: dict[str, Any], encoder: nn.Module, augment: nn.Module) -> Loss:
+        if self.cfg.mask_space == "latent":
+            return self.latent_loss(batch, encoder, augment)
         obs, actions = self._split(batch["obs"]), batch["action"]  # (B, T=k+1, ...), (B, k, A)
         b = batch_size(obs)
         masked, masks = self.mask(obs)
@@ -118,9 +136,7 @@ class Masked(Representation):
         original = {k: v[:, v.shape[1] // 2 :] for k, v in both.items()}
 
         z = encoder(self._join(view))  # (B*T, d)
-        padded = torch.cat([actions, actions.new_zeros(b, 1, actions.shape[-1])], dim=1)
-        tokens = self.token(z).unflatten(0, (b, -1)) + self.action_token(padded) + self.position
-        out = self.transformer(tokens)  # (B, T, width)
+        out = self.sequence(self.token(z).unflatten(0, (b, -1)), actions)  # (B, T, width)
 
         variance, covariance = variance_covariance(z, self.cfg.variance_target)
         loss = self.cfg.variance_coef * variance + self.cfg.covariance_coef * covariance
@@ -141,6 +157,25 @@ class Masked(Representation):
             loss = loss + state
             metrics[f"state_error_{key}" if self.dict_obs else "state_error"] = state.detach()
         return loss, metrics
+
+    def latent_loss(self, batch: dict[str, Any], encoder: nn.Module, augment: nn.Module) -> Loss:
+        """``mask_space=latent``: ``hidden_steps`` random observations of each sequence are replaced by the mask
+        token after encoding; the online encoder sees only the others, the target encoder only the masked ones."""
+        obs, actions = batch["obs"], batch["action"]  # (B, T=k+1, C, H, W), (B, k, A)
+        b, t = obs.shape[:2]
+        frames = augment(fold(obs)).unflatten(0, (b, t))
+        hidden = torch.rand(b, t, device=obs.device).argsort(1).argsort(1) < self.hidden_steps  # m per row
+        z = encoder(frames[~hidden])  # (B*(T-m), d), rows in (sample, step) order
+        visible = self.token(z)
+        out = self.sequence(self.mask_token.expand(b, t, -1).masked_scatter(~hidden.unsqueeze(-1), visible), actions)
+        prediction = self.prediction(self.projection(self.latent_head(out[hidden])))  # (B*m, projection_dim)
+        with torch.no_grad():
+            target = self.target_projection(self.target_encoder(frames[hidden]))
+        latent = cosine_loss(prediction, target).mean()
+        variance, covariance = variance_covariance(z, self.cfg.variance_target)
+        loss = latent + self.cfg.variance_coef * variance + self.cfg.covariance_coef * covariance
+        return loss, health(z.detach()) | {"variance": variance.detach(), "covariance": covariance.detach(),
+                                           "latent_loss": latent.detach(), "target_cosine": 1 - latent.detach() / 2}
 
     def ema_pairs(self, encoder: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
         if not self.image_keys:
