@@ -138,9 +138,7 @@ class Masked(Representation):
         z = encoder(self._join(view))  # (B*T, d)
         out = self.sequence(self.token(z).unflatten(0, (b, -1)), actions)  # (B, T, width)
 
-        variance, covariance = variance_covariance(z, self.cfg.variance_target)
-        loss = self.cfg.variance_coef * variance + self.cfg.covariance_coef * covariance
-        metrics = health(z.detach()) | {"variance": variance.detach(), "covariance": covariance.detach()}
+        loss, metrics = self.spread(z)
         if self.image_keys:
             prediction = self.prediction(project(self.projection, self.latent_head(out)))
             with torch.no_grad():
@@ -172,10 +170,15 @@ class Masked(Representation):
         with torch.no_grad():
             target = self.target_projection(self.target_encoder(frames[hidden]))
         latent = cosine_loss(prediction, target).mean()
+        spread, metrics = self.spread(z)
+        return latent + spread, metrics | {"latent_loss": latent.detach(), "target_cosine": 1 - latent.detach() / 2}
+
+    def spread(self, z: torch.Tensor) -> Loss:
+        """VICReg's weighted variance and covariance terms on the online latents ``z`` (zero with the default
+        coefficients) and the latents' health metrics."""
         variance, covariance = variance_covariance(z, self.cfg.variance_target)
-        loss = latent + self.cfg.variance_coef * variance + self.cfg.covariance_coef * covariance
-        return loss, health(z.detach()) | {"variance": variance.detach(), "covariance": covariance.detach(),
-                                           "latent_loss": latent.detach(), "target_cosine": 1 - latent.detach() / 2}
+        loss = self.cfg.variance_coef * variance + self.cfg.covariance_coef * covariance
+        return loss, health(z.detach()) | {"variance": variance.detach(), "covariance": covariance.detach()}
 
     def ema_pairs(self, encoder: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
         if not self.image_keys:
