@@ -12,8 +12,9 @@ Two tables, every row measured in this one run, alternating within each round (m
    and end-to-end PPO training frames/s. Ratios are to SyncVectorEnv (its faster size).
 2. **vs raw physics** (`--physics-tasks`, each task's default action repeat): `make_batched(task, n)` stepping
    agent steps against `mujoco.batch.Batch` on the same model, the same threads and the same mj_steps per
-   agent step (action repeat x substeps, one call), writing only `ctrl`: the share of the physics limit the
-   env keeps after observations, rewards, counters and autoreset. A last column times the env with its repeats
+   agent step (action repeat x substeps, one call), writing only `ctrl`, from the env's initial states and with
+   its controls, restarting where its episodes end: the share of the physics limit the env keeps after
+   observations, rewards, counters and autoreset. A last column times the env with its repeats
    stepped chunk by chunk, a call per repeat (the path before `Batch.rollout`; RK4 cartpole always takes it).
 
 Prints both tables and writes benchmarks/results/batched.json (`--out` to change).
@@ -33,6 +34,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import mujoco
 import mujoco.batch
@@ -44,6 +46,7 @@ from rich.table import Table
 import ssrl.envs
 from ssrl.config import parse_overrides
 from ssrl.envs.batched import list_batched_tasks, load_model, make_batched
+from ssrl.envs.batched.tasks import EPISODE_CONTROL_STEPS
 from ssrl.experiments.onpolicy import train_ppo
 
 RESULTS = Path(__file__).parent / "results" / "batched.json"
@@ -69,11 +72,16 @@ def batched(task: str, envs: int, backend: str = "cpu", action_repeat: int = 1, 
         assert env._records is not None  # noqa: SLF001 - the repeats are recorded (num_envs above a chunk)
         env.sim.rolls_out = lambda names: False
     env.reset(seed=0)
-    actions = torch.rand(envs, *env.single_action_space.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    actions = actions.to(device)
+    actions = fixed_actions(env).to(device)
     step = lambda: env.step(actions)  # noqa: E731 - the step reads its done flags on the host: synchronised
     step.close = env.close  # type: ignore[attr-defined]
     return step
+
+
+def fixed_actions(env: Any) -> torch.Tensor:
+    """The uniform random actions every step of a timed env takes (seed 0)."""
+    shape = (env.num_envs, *env.single_action_space.shape)
+    return torch.rand(shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
 
 
 @functools.cache
@@ -82,18 +90,32 @@ def substeps(task: str) -> int:
     return make_batched(task, 1).substeps
 
 
-def raw_physics(task: str, envs: int, action_repeat: int, calls: int = 1) -> Stepper:
-    """`mujoco.batch` on the batched env's model and threads, the agent step's mj_steps in `calls` calls."""
+def raw_physics(task: str, envs: int, action_repeat: int) -> Stepper:
+    """`mujoco.batch` on the batched env's model and threads, the agent step's mj_steps in one call. It simulates
+    what the timed env does (physics cost depends on the state: contacts, a fallen walker): it starts from the
+    states of the env's first reset, writes the controls of the env's fixed actions, and goes back to those states
+    where the env's episodes end."""
+    env = make_batched(task, envs, action_repeat=action_repeat, seed=0)
+    env.reset(seed=0)
+    start = env.sim.batch.state.copy()
+    env.step(fixed_actions(env))
+    controls = env.sim.array("ctrl").copy()
+    env.close()
     model = load_model(task)
-    nstep, threads = substeps(task) * action_repeat // calls, min(os.cpu_count() or 1, envs)
+    nstep, threads = substeps(task) * action_repeat, min(os.cpu_count() or 1, envs)
     batch = mujoco.batch.Batch(model, envs, threads, persistent=True)
+    batch.state[:] = start
     ctrl = batch.bind("ctrl")
-    actions = np.random.default_rng(0).uniform(-1, 1, ctrl.shape)
+    episode, steps = EPISODE_CONTROL_STEPS // action_repeat, 0
 
     def step() -> None:
-        ctrl[:] = actions
-        for _ in range(calls):
-            batch.step(nstep=nstep, stage=mujoco.mjtStage.mjSTAGE_VEL)
+        nonlocal steps
+        if steps == episode:
+            batch.state[:] = start
+            steps = 0
+        ctrl[:] = controls
+        batch.step(nstep=nstep, stage=mujoco.mjtStage.mjSTAGE_VEL)
+        steps += 1
 
     return step
 
