@@ -151,7 +151,7 @@ class MaskedConfig(SpreadObjectiveConfig):
     variance_coef: float = 0.0  # VICReg terms: off (on cartpole they raised the probe, not on finger or MetaWorld)
     covariance_coef: float = 0.0
     k: int = 2  # sequence of k+1 observations (each costs an encoder pass and a target pass per sample)
-    mask_space: str = "pixels"  # pixels: cube masks on the frames (MLR); latent: whole observations' latents masked
+    mask_space: str = "input"  # input: pixel cubes (MLR) and state entries masked; latent: whole observations
     mask_ratio: float = 0.5  # fraction of pixel cubes / state entries (latent: of the k+1 observations) masked
     step_mask_ratio: float = 0.0  # states: fraction of whole time steps masked as well
     cube_size: int = 8  # pixels per side of a spatial cube
@@ -254,7 +254,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "agent.augmentation": ("none", "shift", "crop"),
     "speed.amp": ("none", "bf16"),
     "backend": ("auto", "cpu", "warp"),
-    "representation.mask_space": ("pixels", "latent"),
+    "representation.mask_space": ("input", "latent"),
 }
 POSITIVE = {"size", "frame_stack", "frames", "eval_episodes", "replay_capacity", "eval_every", "checkpoint_every"}
 

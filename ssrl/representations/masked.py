@@ -12,11 +12,11 @@
   steps, are zeroed; the transformer output reconstructs the masked entries (MSE in units of each dimension's
   batch std) from the unmasked context and the actions.
 * Dict observations (``obs=pixels+state``) mask both and add both losses.
-* ``mask_space=latent`` (pixel observations only) masks whole observations instead of pixel cubes, in latent
-  space (as M-CURL, Zhu et al. 2020, does with a contrastive loss): the encoder embeds only the visible
-  observations of the sequence, a learned mask token stands in for the others, and the transformer's outputs at
-  the masked steps must match the EMA target of those observations. Each observation is encoded once, by the
-  online or by the target encoder, where cube masking encodes every one by both.
+* ``mask_space=latent`` masks whole observations (of any kind) in latent space instead of the inputs (as M-CURL,
+  Zhu et al. 2020, does with a contrastive loss): the encoder embeds only the visible observations of the
+  sequence, a learned mask token stands in for the others, and the transformer's outputs at the masked steps must
+  match the EMA target of those observations. Each observation is encoded once, by the online or by the target
+  encoder, where cube masking encodes every one by both.
 * ``variance_coef``/``covariance_coef`` > 0 add VICReg's variance and covariance terms on the online latents of
   the masked inputs, as in ``world_model``; off by default (they raised the probe on cartpole only,
   docs/representations.md).
@@ -63,7 +63,6 @@ class Masked(Representation):
         super().__init__(encoder, obs_space, action_space, cfg)
         check(cfg.k >= 1, "k", cfg.k, "must be >= 1")
         latent = cfg.mask_space == "latent"
-        check(not latent or is_image_space(obs_space), "mask_space", cfg.mask_space, "needs obs=pixels")
         check(0.0 < cfg.mask_ratio < 1.0, "mask_ratio", cfg.mask_ratio, "must be in (0, 1)")
         check(0.0 <= cfg.step_mask_ratio < 1.0, "step_mask_ratio", cfg.step_mask_ratio, "must be in [0, 1)")
         check(cfg.cube_size >= 1, "cube_size", cfg.cube_size, "must be >= 1")
@@ -84,8 +83,10 @@ class Masked(Representation):
             self.mask_token = nn.Parameter(0.02 * torch.randn(width))
         layer = nn.TransformerEncoderLayer(width, cfg.heads, 2 * width, dropout=0.0, batch_first=True, norm_first=True)
         self.transformer = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
-        self.reconstruct = nn.ModuleDict({k: nn.Linear(width, self.spaces[k].shape[0]) for k in self.state_keys})
-        if self.image_keys:
+        self.reconstruct = nn.ModuleDict({} if latent else {k: nn.Linear(width, self.spaces[k].shape[0])
+                                                            for k in self.state_keys})
+        self.predicts_latents = latent or bool(self.image_keys)  # against an EMA target encoder
+        if self.predicts_latents:
             self.latent_head = nn.Linear(width, dim)
             self.projection = projector(dim, width, cfg.projection_dim)
             self.prediction = nn.Linear(cfg.projection_dim, cfg.projection_dim)
@@ -97,6 +98,10 @@ class Masked(Representation):
 
     def _join(self, obs: dict[str, torch.Tensor]) -> Obs:
         return obs if self.dict_obs else obs["obs"]
+
+    def _rows(self, obs: dict[str, torch.Tensor], mask: torch.Tensor) -> Obs:
+        """The ``(B, T)`` steps of a sequence where ``mask`` is set, as a batch of observations (row-major order)."""
+        return self._join({k: v[mask] for k, v in obs.items()})
 
     def mask(self, obs: Obs) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Masked copies of a ``(B, T, ...)`` sequence and the boolean masks (True = hidden), per key."""
@@ -159,16 +164,16 @@ class Masked(Representation):
     def latent_loss(self, batch: dict[str, Any], encoder: nn.Module, augment: nn.Module) -> Loss:
         """``mask_space=latent``: ``hidden_steps`` random observations of each sequence are replaced by the mask
         token after encoding; the online encoder sees only the others, the target encoder only the masked ones."""
-        obs, actions = batch["obs"], batch["action"]  # (B, T=k+1, C, H, W), (B, k, A)
-        b, t = obs.shape[:2]
-        frames = augment(fold(obs)).unflatten(0, (b, t))
-        hidden = torch.rand(b, t, device=obs.device).argsort(1).argsort(1) < self.hidden_steps  # m per row
-        z = encoder(frames[~hidden])  # (B*(T-m), d), rows in (sample, step) order
+        obs, actions = batch["obs"], batch["action"]  # (B, T=k+1, ...), (B, k, A)
+        b, t = batch_size(obs), actions.shape[1] + 1
+        frames = {k: v.unflatten(0, (b, t)) for k, v in self._split(augment(fold(obs))).items()}
+        hidden = torch.rand(b, t, device=actions.device).argsort(1).argsort(1) < self.hidden_steps  # m per row
+        z = encoder(self._rows(frames, ~hidden))  # (B*(T-m), d), rows in (sample, step) order
         visible = self.token(z)
         out = self.sequence(self.mask_token.expand(b, t, -1).masked_scatter(~hidden.unsqueeze(-1), visible), actions)
         prediction = self.prediction(self.projection(self.latent_head(out[hidden])))  # (B*m, projection_dim)
         with torch.no_grad():
-            target = self.target_projection(self.target_encoder(frames[hidden]))
+            target = self.target_projection(self.target_encoder(self._rows(frames, hidden)))
         latent = cosine_loss(prediction, target).mean()
         spread, metrics = self.spread(z)
         return latent + spread, metrics | {"latent_loss": latent.detach(), "target_cosine": 1 - latent.detach() / 2}
@@ -181,6 +186,6 @@ class Masked(Representation):
         return loss, health(z.detach()) | {"variance": variance.detach(), "covariance": covariance.detach()}
 
     def ema_pairs(self, encoder: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
-        if not self.image_keys:
+        if not self.predicts_latents:
             return []
         return [(self.target_encoder, encoder), (self.target_projection, self.projection)]
