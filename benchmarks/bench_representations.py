@@ -54,8 +54,8 @@ FULL_RESULTS = Path(__file__).parent / "results" / "probe_full.json"
 MODULES = ["none", "curl", "spr", "masked", "world_model"]
 # The full table's rows: ssrl pretrain overrides per objective (random: no training).
 OBJECTIVES = {"random": None, "curl": [], "spr": [], "masked": [], "world_model": [],
-              "masked_latent": ["representation=masked", "representation.mask_space=latent", "representation.k=4",
-                                "representation.mask_ratio=0.75"],
+              "masked_input": ["representation=masked", "representation.mask_space=input", "representation.k=2",
+                               "representation.mask_ratio=0.5"],  # masked before latent masking became its default
               "pixel_ae": ["representation=world_model", "representation.k=1", "representation.consistency_coef=0",
                            "representation.reward_coef=0", "representation.variance_coef=0",
                            "representation.covariance_coef=0", "representation.decoder_coef=1"],

@@ -170,7 +170,7 @@ def test_masked_loss_adds_vicreg_terms_on_the_online_latents_of_the_masked_input
     encoder's output on the masked sequence, and so do the gradients reaching that output (the terms train the
     encoder, not a detached copy)."""
     enc = encoder()
-    on = Masked(enc, STATE, ACTIONS, MaskedConfig(k=K, hidden_dim=16, heads=2, variance_coef=3.0,
+    on = Masked(enc, STATE, ACTIONS, MaskedConfig(k=K, mask_space="input", hidden_dim=16, heads=2, variance_coef=3.0,
                                                   covariance_coef=0.1, variance_target=0.9))
     off = copy.deepcopy(on)
     off.cfg = replace(on.cfg, variance_coef=0.0, covariance_coef=0.0)
@@ -204,8 +204,8 @@ def test_latent_masking_matches_a_per_sample_loop_over_visible_and_masked_observ
     pixels = gym.spaces.Box(0, 255, (3, 16, 16), np.uint8)
     torch.manual_seed(0)
     enc = make_encoder(pixels, EncoderConfig(feature_dim=8, num_filters=4, num_layers=1))
-    model = Masked(enc, pixels, ACTIONS, MaskedConfig(k=K, mask_space="latent", hidden_dim=16, heads=2,
-                                                      projection_dim=8))
+    model = Masked(enc, pixels, ACTIONS, MaskedConfig(k=K, mask_space="latent", mask_ratio=0.5, hidden_dim=16,
+                                                      heads=2, projection_dim=8))
     perturb(model.target_encoder), perturb(model.target_projection, seed=2)  # targets that are not the online nets
     obs = torch.randint(0, 256, (B, K + 1, 3, 16, 16), dtype=torch.uint8)
     actions = torch.rand(B, K, 2) * 2 - 1

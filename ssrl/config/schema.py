@@ -144,15 +144,16 @@ class SpreadObjectiveConfig(ObjectiveConfig):
 
 @dataclass
 class MaskedConfig(SpreadObjectiveConfig):
-    """Masked modelling (pixels: MLR, Yu et al. 2022, cube masks + latent reconstruction against an EMA target;
-    states: masked state dims/steps reconstructed from context and actions)."""
+    """Masked modelling of observation sequences against an EMA target: whole observations masked in latent space
+    (M-CURL-style, Zhu et al. 2020), or masks on the inputs (pixels: MLR's cubes, Yu et al. 2022; states: masked
+    dims/steps reconstructed from context and actions)."""
 
     name: str = "masked"
     variance_coef: float = 0.0  # VICReg terms: off (on cartpole they raised the probe, not on finger or MetaWorld)
     covariance_coef: float = 0.0
-    k: int = 2  # sequence of k+1 observations (each costs an encoder pass and a target pass per sample)
-    mask_space: str = "input"  # input: pixel cubes (MLR) and state entries masked; latent: whole observations
-    mask_ratio: float = 0.5  # fraction of pixel cubes / state entries (latent: of the k+1 observations) masked
+    k: int = 4  # sequence of k+1 observations (latent: each encoded once, by the online or the target encoder)
+    mask_space: str = "latent"  # latent: whole observations masked after encoding; input: pixel cubes (MLR), entries
+    mask_ratio: float = 0.75  # fraction of the k+1 observations (input: of pixel cubes / state entries) masked
     step_mask_ratio: float = 0.0  # states: fraction of whole time steps masked as well
     cube_size: int = 8  # pixels per side of a spatial cube
     cube_time: int = 2  # time steps per cube

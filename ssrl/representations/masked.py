@@ -1,24 +1,22 @@
-"""Masked modelling of short observation sequences, for pixels and for state vectors.
+"""Masked modelling of short observation sequences (``k+1`` steps with their actions), for any observation.
 
-* Pixels (MLR, Yu et al. 2022): random spatio-temporal cubes (``cube_time`` steps x ``cube_size``^2 pixels)
-  of a ``k+1``-step sequence are blanked; the encoder embeds every masked frame, a small transformer mixes the
-  sequence with action tokens, and a projection/prediction head must match (cosine) an EMA target encoder and
-  projection applied to the *unmasked* frames. Masked and unmasked frames get the same augmentation. The
-  projection is BYOL's projector with BatchNorm, as in SPR: with a plain Linear-ReLU-Linear projection the
-  objective trained alone (``ssrl pretrain``, no RL loss) tends to collapse - the loss falls to ~0.01 and a
-  linear probe of the physics state from the encoder gains little or nothing over the random encoder (numbers
-  in tests/test_representations.py's probe test).
-* States: a ``mask_ratio`` fraction of state entries, plus a ``step_mask_ratio`` fraction of whole time
-  steps, are zeroed; the transformer output reconstructs the masked entries (MSE in units of each dimension's
-  batch std) from the unmasked context and the actions.
-* Dict observations (``obs=pixels+state``) mask both and add both losses.
-* ``mask_space=latent`` masks whole observations (of any kind) in latent space instead of the inputs (as M-CURL,
-  Zhu et al. 2020, does with a contrastive loss): the encoder embeds only the visible observations of the
-  sequence, a learned mask token stands in for the others, and the transformer's outputs at the masked steps must
-  match the EMA target of those observations. Each observation is encoded once, by the online or by the target
-  encoder, where cube masking encodes every one by both.
-* ``variance_coef``/``covariance_coef`` > 0 add VICReg's variance and covariance terms on the online latents of
-  the masked inputs, as in ``world_model``; off by default (they raised the probe on cartpole only,
+* ``mask_space=latent`` (default; M-CURL, Zhu et al. 2020, with BYOL's regression instead of a contrastive loss):
+  ``mask_ratio`` of the observations of each sequence are masked whole, after encoding. The encoder embeds only
+  the visible ones, a learned mask token stands in for the others, a small transformer mixes the sequence with
+  action tokens, and a projection/prediction head must match (cosine) the EMA target encoder and projection of
+  the masked observations, which only the target encoder sees: each observation is encoded once. Masking most of
+  the sequence (4 of 5) scored best (docs/representations.md).
+* ``mask_space=input`` masks the inputs instead. Pixels (MLR, Yu et al. 2022): random spatio-temporal cubes
+  (``cube_time`` steps x ``cube_size``^2 pixels) are blanked; the encoder embeds every masked frame and the head
+  must match the EMA target of the *unmasked* frames (every frame encoded twice; masked and unmasked frames get
+  the same augmentation). States: a ``mask_ratio`` fraction of state entries, plus a ``step_mask_ratio`` fraction
+  of whole time steps, are zeroed; the transformer output reconstructs the masked entries (MSE in units of each
+  dimension's batch std). Dict observations (``obs=pixels+state``) mask both and add both losses.
+* The projection is BYOL's projector with BatchNorm, as in SPR: with a plain Linear-ReLU-Linear projection the
+  objective trained alone (``ssrl pretrain``, no RL loss) tended to collapse (loss ~0.01, a linear probe of the
+  physics state barely above the random encoder; tests/test_representations.py's probe test).
+* ``variance_coef``/``covariance_coef`` > 0 add VICReg's variance and covariance terms on the online latents, as
+  in ``world_model``; off by default (with input masking they raised the probe on cartpole only,
   docs/representations.md).
 """
 
