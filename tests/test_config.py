@@ -43,6 +43,22 @@ def test_yaml_round_trip_and_diff(tmp_path):
     assert set(changed) == {"seed", "agent.stddev_schedule"}
 
 
+def test_stored_config_from_before_a_key_gets_the_value_it_ran_with(tmp_path):
+    """A run's config.yaml from before `representation.mask_space` (and masked's VICReg keys) existed: masked
+    then masked its inputs, so the rebuilt config says `input`, not today's default, and the other keys it
+    predates take their defaults; other representations are left alone."""
+    cfg = config_lib.parse_overrides(["representation=masked", "representation.mask_space=input",
+                                      "representation.k=2", "representation.mask_ratio=0.5"])
+    old = config_lib.to_dict(cfg)
+    for key in ("mask_space", "variance_coef", "covariance_coef", "variance_target"):
+        del old["representation"][key]
+    rebuilt = config_lib.from_dict(old)
+    assert config_lib.diff(rebuilt, cfg) == {} and rebuilt.representation.mask_space == "input"
+    assert config_lib.parse_overrides(["representation=masked"]).representation.mask_space == "latent"
+    spr = config_lib.to_dict(config_lib.parse_overrides(["representation=spr"]))
+    assert config_lib.complete(spr, {}) == spr
+
+
 def test_stored_config_with_unknown_key_is_rejected(tmp_path):
     (tmp_path / "config.yaml").write_text("env: dmc/cartpole-swingup\nagent:\n  name: sac\n  lrate: 0.1\n")
     with pytest.raises(ConfigError, match="agent.lrate"):

@@ -18,6 +18,7 @@ from ssrl.experiments.collect import collect, export_run
 from ssrl.experiments.offpolicy import Trainer
 from ssrl.experiments.pretrain import Pretrainer, lr_factor, parse
 from ssrl.nn.backbone import Backbone, ResNet18, load_backbone
+from ssrl.runtime.checkpoint import CHECKPOINT
 
 ENV = "dmc/cartpole-swingup"  # action repeat 8: 125 steps per episode
 SIZE = 32
@@ -214,6 +215,29 @@ def test_pretrain_resume_is_exact(dataset: Path, tmp_path: Path) -> None:
         assert torch.equal(a, b)
     with pytest.raises(ConfigError, match="different config.*batch_size"):
         Pretrainer(parse(pretrain_args(dataset, tmp_path / "cut", steps="12", warmup="2", batch_size="8")))
+
+
+def test_pretraining_checkpoint_from_before_a_key_resumes_with_the_value_it_ran(dataset: Path, tmp_path: Path) -> None:
+    """A checkpoint whose stored config predates `representation.mask_space` and masked's VICReg keys (removed
+    here, as an older ssrl wrote it): those keys take the value the run had (input masking) or their defaults, so
+    its own settings resume it, and today's defaults are refused by name."""
+    old = {"representation": "masked", "representation.mask_space": "input", "representation.k": "2",
+           "representation.mask_ratio": "0.5"}
+    run = Pretrainer(parse(pretrain_args(dataset, tmp_path, steps="12", warmup="2", **old)))
+    for _ in range(3):
+        run.train_step()
+    run.save_checkpoint()
+    run.release()
+    path = tmp_path / CHECKPOINT
+    state = torch.load(path, weights_only=True)
+    for key in ("mask_space", "variance_coef", "covariance_coef", "variance_target"):
+        del state["config"]["representation"][key]
+    torch.save(state, path)
+    today = {"representation": "masked", "representation.k": "2", "representation.mask_ratio": "0.5"}
+    with pytest.raises(ConfigError, match=r"different config \(representation.mask_space: 'input' -> 'latent'\)"):
+        Pretrainer(parse(pretrain_args(dataset, tmp_path, steps="12", warmup="2", **today)))
+    resumed = Pretrainer(parse(pretrain_args(dataset, tmp_path, steps="12", warmup="2", **old)))
+    assert resumed.step == 3
 
 
 def test_pretrain_config_errors(dataset: Path, tmp_path: Path) -> None:

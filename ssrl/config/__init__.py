@@ -3,6 +3,7 @@ overrides, YAML and diffs (:mod:`.overrides`). ``from ssrl import config`` gives
 
 from ssrl.config.overrides import (
     apply_overrides,
+    complete,
     diff,
     diff_dicts,
     from_dict,
@@ -44,8 +45,8 @@ from ssrl.config.schema import (
 )
 from ssrl.errors import ConfigError
 
-__all__ = ["AGENTS", "apply_overrides", "CHOICES", "check_ranges", "ConfigError", "CURLConfig", "derive", "Derived",
-           "diff", "diff_dicts", "DrQV2Config", "EncoderConfig", "from_dict", "GROUPS", "GuardConfig",
+__all__ = ["AGENTS", "apply_overrides", "CHOICES", "check_ranges", "complete", "ConfigError", "CURLConfig", "derive",
+           "Derived", "diff", "diff_dicts", "DrQV2Config", "EncoderConfig", "from_dict", "GROUPS", "GuardConfig",
            "implementation", "load", "MaskedConfig", "ObjectiveConfig", "OffPolicyConfig", "parse_overrides",
            "PPO_REPRESENTATIONS", "PPOConfig", "register_agent", "register_representation", "RepresentationConfig",
            "REPRESENTATIONS", "SACConfig", "save", "SpeedConfig", "split_pairs", "SPRConfig", "to_dict",

@@ -125,13 +125,35 @@ def parse_overrides(args: list[str], base: TrainConfig | None = None) -> TrainCo
 
 
 # ------------------------------------------------------------------------------------------ serialisation
+# Keys added with a default that changed what a group does: a stored config from before the key ran this value.
+LEGACY_VALUES: dict[tuple[str, str, str], Any] = {("representation", "masked", "mask_space"): "input"}
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def complete(stored: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """A stored config dict (a run's, from an older ssrl) with the keys it predates filled in: the value it ran
+    with where the key's default changed the behaviour (``LEGACY_VALUES``), else the key's default in
+    ``defaults`` (omit ``defaults`` to add only the former)."""
+    out = dict(stored)
+    for (group, name, key), value in LEGACY_VALUES.items():
+        section = out.get(group)
+        if isinstance(section, dict) and section.get("name") == name and key not in section:
+            out[group] = {**section, key: value}
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(out[key], dict) and out[key].get("name") == value.get("name"):
+            out[key] = complete(out[key], value)
+    return out
+
+
 def from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Rebuild a config from :func:`to_dict` output (e.g. a run's ``config.yaml``), checking every key."""
-    data = dict(data)
+    """Rebuild a config from :func:`to_dict` output (e.g. a run's ``config.yaml``), checking every key; keys the
+    dict predates take their defaults, or the value they ran with where that differs (:func:`complete`)."""
+    data = complete(data, {})
     cfg = TrainConfig()
     for group in GROUPS:
         if isinstance(data.get(group), dict):

@@ -40,8 +40,13 @@ def read_checkpoint(run_dir: Path, cfg: Any) -> dict[str, Any] | None:
         reason = type(e).__name__ if "weights_only" in str(e) or not reason else f"{type(e).__name__}: {reason}"
         raise CheckpointError(f"checkpoint {path} is unreadable ({reason[:200]}): restore it from a copy, or add "
                               f"restart=true to move this run aside and start over; nothing was changed.") from None
-    try:  # a training config is rebuilt, so keys added since the run started take their defaults
-        stored = config_lib.to_dict(config_lib.from_dict(state["config"])) if training else dict(state["config"])
+    try:  # keys added since the run started take their defaults, or the value the run had (config_lib.complete)
+        if training:
+            stored = config_lib.to_dict(config_lib.from_dict(state["config"]))
+        else:
+            name = state["config"]["representation"]["name"]
+            defaults = config_lib.apply_overrides(type(cfg)(), [f"representation={name}"])
+            stored = config_lib.complete(state["config"], config_lib.to_dict(defaults))
     except (KeyError, TypeError, ValueError, ConfigError) as e:
         raise CheckpointError(f"checkpoint {path} holds no valid config ({e}); nothing was changed.") from None
     resumable = RESUMABLE_KEYS if training else PRETRAIN_RESUMABLE_KEYS
