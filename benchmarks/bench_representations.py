@@ -80,13 +80,13 @@ def update_costs(args: argparse.Namespace) -> dict[str, float]:
     space = gym.spaces.Box(0, 255, (9, args.size, args.size), np.uint8)
     replay = random_replay(space, 3)
     agents = {}
-    for name in MODULES:
-        cfg = parse_overrides(["agent=sac", f"agent.batch_size={args.batch}", f"representation={name}",
-                               f"encoder.num_filters={args.filters}"])
+    for name in [*MODULES, "masked_input"]:
+        cfg = parse_overrides(["agent=sac", f"agent.batch_size={args.batch}", f"encoder.num_filters={args.filters}",
+                               *(OBJECTIVES.get(name) or [f"representation={name}"])])
         torch.manual_seed(0)
         agents[name] = make_agent(cfg, space, gym.spaces.Box(-1, 1, (6,), np.float32), torch.device("cpu"))
         agents[name].update(replay, 0)  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in MODULES}
+    times: dict[str, list[float]] = {name: [] for name in agents}
     for _ in range(args.rounds):
         for name, agent in agents.items():
             start = time.perf_counter()
