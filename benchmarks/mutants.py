@@ -226,7 +226,7 @@ MUTANTS = [
            "self.latent_head(out[hidden])", "self.latent_head(out[~hidden])",
            "latent masking predicts at the visible steps", REPR),
     Mutant("masked-latent-target-by-online-encoder", "ssrl/representations/masked.py",
-           "self.target_encoder(frames[hidden])", "encoder(frames[hidden])",
+           "self.target_encoder(self._rows(frames, hidden))", "encoder(self._rows(frames, hidden))",
            "latent masking's targets come from the online encoder, not its EMA copy", REPR),
     # ------------------------------------------------------------------ batched env: repeats from one rollout
     Mutant("rollout-derived-fields-one-substep-early", "ssrl/envs/batched/backends.py",
