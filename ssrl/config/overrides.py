@@ -136,7 +136,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def complete(stored: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
     """A stored config dict (a run's, from an older ssrl) with the keys it predates filled in: the value it ran
     with where the key's default changed the behaviour (``LEGACY_VALUES``), else the key's default in
-    ``defaults`` (omit ``defaults`` to add only the former)."""
+    ``defaults`` (an empty ``defaults`` adds only the former)."""
     out = dict(stored)
     for (group, name, key), value in LEGACY_VALUES.items():
         section = out.get(group)
