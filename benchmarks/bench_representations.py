@@ -171,7 +171,9 @@ def full(args: argparse.Namespace) -> None:
     if Path(args.out).exists() and args.resume:
         rows = json.loads(Path(args.out).read_text())["rows"]
     done = {(r["objective"], r["domain"], r["seed"]) for r in rows}
-    encoder = [f"encoder.num_filters={args.filters}", f"encoder.num_layers={args.layers}"]
+    encoder = [f"encoder.num_filters={args.filters}", f"encoder.num_layers={args.layers}",
+               f"encoder.feature_dim={args.feature_dim}"]
+    backbones = "backbones" if args.feature_dim == 50 else f"backbones-fd{args.feature_dim}"
     for env_id in args.domains.split(","):
         pretrain_data, probe_path = full_data(args, env_id)
         probe = from_dataset(str(probe_path))
@@ -190,7 +192,7 @@ def full(args: argparse.Namespace) -> None:
                     if objective == "supervised":
                         row |= supervised_encoder(net, probe.obs[~test], probe.states[~test], args, seed)
                 else:
-                    out = Path(args.work) / env_id.split("/")[1] / "backbones" / f"{objective}-seed{seed}"
+                    out = Path(args.work) / env_id.split("/")[1] / backbones / f"{objective}-seed{seed}"
                     extra = OBJECTIVES[objective] or [f"representation={objective}"]
                     if not (args.rescore and (out / "backbone.safetensors").exists()):
                         Pretrainer(parse([*extra, f"data={pretrain_data}", f"out={out}", f"steps={args.steps}",
@@ -243,7 +245,7 @@ def write_full(args: argparse.Namespace, rows: list[dict], seconds: float) -> No
 def full_table(console: Console, rows: list[dict], args: argparse.Namespace) -> None:
     for env_id in dict.fromkeys(r["domain"] for r in rows):
         table = Table(title=f"{env_id}: probe R^2 on held-out episodes, {args.steps} pretraining steps x batch "
-                            f"{args.batch_size}, {args.pixels} px, mean +- 95% CI over seeds")
+                            f"{args.batch_size}, {args.pixels} px, {args.feature_dim}-d features, mean +- 95% CI over seeds")
         for column in ("objective", "seeds", "linear positions", "linear all", "MLP positions", "MLP all",
                        "loss first -> last"):
             table.add_column(column, justify="left" if column == "objective" else "right")
@@ -284,6 +286,8 @@ def main() -> None:
     full_args.add_argument("--steps", type=int, default=1500, help="pretraining steps per objective and seed")
     full_args.add_argument("--batch-size", type=int, default=64)
     full_args.add_argument("--layers", type=int, default=4, help="conv layers (--filters sets the channels)")
+    full_args.add_argument("--feature-dim", type=int, default=50,
+                           help="size of the encoder's features (other than 50: backbones in backbones-fd<N>)")
     full_args.add_argument("--work", default="runs/bench-probe")
     full_args.add_argument("--out", default=str(FULL_RESULTS))
     full_args.add_argument("--resume", action="store_true", help="keep the rows already in --out")
