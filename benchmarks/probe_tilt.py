@@ -1,11 +1,11 @@
 """Which part of the cartpole pole's sine the full probe table's backbones miss: its size or its sign.
 
-    python benchmarks/probe_tilt.py [--work runs/bench-probe] [--random-dims 50 256]
+    python benchmarks/probe_tilt.py [--work runs/bench-probe] [--random-dims 50 256 512]
 
 Reads the backbones ``bench_representations.py --full`` saved under ``--work``/cartpole-swingup/backbones* (the
-``--feature-dim`` runs' too) and that run's probe episodes. From each backbone's frozen features, and from a random encoder's (seeds 0-2, at each of
-``--random-dims``), it fits the table's ridge probe (even episodes, scored on the odd ones) to the pole's sine, its
-size ``|sin|``, its cosine and the cart position. A feature that holds how far the pole tilts but not to which side
+``--feature-dim`` runs' too) and that run's probe episodes. From each backbone's frozen features, and from a random
+encoder's (seeds 0-2, at each of ``--random-dims``), it fits the table's ridge probe (even episodes, scored on the
+odd ones) to the pole's sine, its size ``|sin|``, its cosine and the cart position. A feature that holds how far the pole tilts but not to which side
 scores high on ``|sin|`` and low on the sine. Writes benchmarks/results/probe_tilt.json.
 """
 
