@@ -120,12 +120,11 @@ def measure(command: list[str], args: argparse.Namespace, work: Path) -> dict:
     eval_steps = (cfg.frames // cfg.eval_every + 1) * cfg.eval_episodes * episode_steps
     return {"command": command, "threads": threads, "action_repeat": repeat, "train_steps": train_steps,
             "updates": updates, "eval_steps": eval_steps, "update_gflop": flops / 1e9, "update_s": update_s,
-            "kernel_s": kernel_s,
-            "env_step_s": env_s, "act_s": act_s, "eval_act_s": eval_act_s}
+            "kernel_s": kernel_s, "env_step_s": env_s, "act_s": act_s, "eval_act_s": eval_act_s}
 
 
 def bound(job: dict, peak: float) -> dict:
-    """The modelled run time and its two floors (module docstring)."""
+    """The modelled run time, its three floors and the bound over each (module docstring)."""
     model = (job["updates"] * job["update_s"] + job["train_steps"] * (job["env_step_s"] + job["act_s"])
              + job["eval_steps"] * (job["env_step_s"] + job["eval_act_s"]))
     hidden = job["updates"] * job["update_s"]
