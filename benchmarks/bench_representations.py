@@ -163,7 +163,6 @@ def full(args: argparse.Namespace) -> None:
     """The full probe table (module docstring); rows written to probe_full.json as they finish."""
     from ssrl.experiments.pretrain import Pretrainer, parse
     from ssrl.nn.backbone import load_backbone
-    from ssrl.nn.encoders import PixelEncoder
 
     console, t0 = Console(), time.perf_counter()
     objectives = args.objectives.split(",")
@@ -186,9 +185,7 @@ def full(args: argparse.Namespace) -> None:
                 start = time.perf_counter()
                 row = {"objective": objective, "domain": env_id, "seed": seed}
                 if OBJECTIVES[objective] is None:
-                    torch.manual_seed(seed)
-                    cfg = parse(["data=.", "out=.", *encoder])
-                    net = PixelEncoder(probe.observation_space, cfg.encoder)
+                    net = random_encoder(probe.observation_space, encoder, seed)
                     if objective == "supervised":
                         row |= supervised_encoder(net, probe.obs[~test], probe.states[~test], args, seed)
                 else:
@@ -212,6 +209,15 @@ def full(args: argparse.Namespace) -> None:
                 write_full(args, rows, time.perf_counter() - t0)
     full_table(console, rows, args)
     console.print(f"wrote {args.out} ({(time.perf_counter() - t0) / 60:.0f} min)")
+
+
+def random_encoder(space: gym.spaces.Box, encoder: list[str], seed: int) -> torch.nn.Module:
+    """The pixel encoder of the ``encoder.*`` overrides at its initialisation for ``seed`` (the ``random`` rows)."""
+    from ssrl.experiments.pretrain import parse
+    from ssrl.nn.encoders import PixelEncoder
+
+    torch.manual_seed(seed)
+    return PixelEncoder(space, parse(["data=.", "out=.", *encoder]).encoder)
 
 
 def supervised_encoder(net: torch.nn.Module, obs: np.ndarray, states: np.ndarray, args: argparse.Namespace,

@@ -17,13 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_representations import random_encoder
 from rich.console import Console
 from rich.table import Table
 
 from ssrl.eval.probe import features, from_dataset, r2_dims, ridge_fit
-from ssrl.experiments.pretrain import parse
 from ssrl.nn.backbone import load_backbone
-from ssrl.nn.encoders import PixelEncoder
 
 RESULTS = Path(__file__).parent / "results" / "probe_tilt.json"
 TARGETS = ("sin", "|sin|", "cos", "cart")
@@ -46,10 +45,9 @@ def main() -> None:
     nets = {}
     for dim in args.random_dims:
         for seed in range(3):
-            torch.manual_seed(seed)
-            cfg = parse(["data=.", "out=.", f"encoder.num_filters={args.filters}", f"encoder.feature_dim={dim}"])
-            nets[f"random{'' if dim == 50 else f'_fd{dim}'}-seed{seed}"] = PixelEncoder(probe.observation_space,
-                                                                                       cfg.encoder)
+            encoder = [f"encoder.num_filters={args.filters}", f"encoder.feature_dim={dim}"]
+            nets[f"random{'' if dim == 50 else f'_fd{dim}'}-seed{seed}"] = random_encoder(probe.observation_space,
+                                                                                         encoder, seed)
     for path in sorted(root.glob("backbones*/*-seed*/backbone.safetensors")):  # backbones-fd<N>: N-d features
         size = path.parent.parent.name.removeprefix("backbones").removeprefix("-")
         nets[path.parent.name.replace("-seed", f"{size and '_' + size}-seed")] = load_backbone(path.parent)
