@@ -15,7 +15,7 @@ Prints tables and writes benchmarks/results/representations.json.
     python benchmarks/bench_representations.py --full [--domains dmc/cartpole-swingup,dmc/finger-spin] [--seeds 3]
 
 The full table, everything through ssrl's own commands (work files in --work, reused by a rerun):
-1. per domain, a state SAC policy (`ssrl train obs=state`, --policy-frames) and four datasets (`ssrl collect`):
+1. per domain, a state SAC policy (`ssrl train obs=state`, POLICY's settings) and four datasets (`ssrl collect`):
    random-policy and trained-policy frames for pretraining (--pretrain-frames each, merged with
    `ssrl data merge`), and the same two for the probe with other seeds (--probe-frames each: held-out episodes),
 2. every objective pretrained alone (`ssrl pretrain`, --steps, batch --batch-size) per seed, plus two controls:
@@ -60,6 +60,12 @@ OBJECTIVES = {"random": None, "curl": [], "spr": [], "masked": [], "world_model"
                            "representation.reward_coef=0", "representation.variance_coef=0",
                            "representation.covariance_coef=0", "representation.decoder_coef=1"],
               "supervised": None}  # trained on the probe's own fitting episodes (supervised_encoder)
+# The trained policy of each domain's data (ssrl train overrides; --policy-frames replaces the frames). finger-spin
+# pays only for spinning, which state SAC finds after 20k-60k frames (MR.Q's state curves: 0 at 20k, 300 at 40k,
+# 580 at 60k); at 20k frames its policy was a second random one and the spinner hardly moved in the data. A
+# 256-unit SAC keeps its 100k frames at about 17 minutes on one thread.
+POLICY = {"dmc/cartpole-swingup": {"frames": 20_000},
+          "dmc/finger-spin": {"frames": 100_000, "agent.hidden_dim": 256, "agent.batch_size": 256}}
 
 
 def random_replay(space: gym.spaces.Box, frame_stack: int, episodes: int = 4, length: int = 100) -> ReplayBuffer:
@@ -131,8 +137,9 @@ def full_data(args: argparse.Namespace, env_id: str) -> tuple[Path, Path]:
     work = Path(args.work) / env_id.split("/")[1]
     policy = work / "policy"
     if not (policy / "meta.json").exists() or json.loads((policy / "meta.json").read_text())["status"] != "finished":
-        assert ssrl(["train", f"env={env_id}", "obs=state", "agent=sac", f"frames={args.policy_frames}",
-                     f"size={args.pixels}", f"eval_every={args.policy_frames}", f"run_dir={policy}",
+        settings = POLICY.get(env_id, {"frames": 20_000}) | ({"frames": args.policy_frames} if args.policy_frames else {})
+        assert ssrl(["train", f"env={env_id}", "obs=state", "agent=sac", *(f"{k}={v}" for k, v in settings.items()),
+                     f"size={args.pixels}", f"eval_every={settings['frames']}", f"run_dir={policy}",
                      f"threads={args.threads}", "progress=false"]) == 0
     out = {}
     for split, frames, seed in (("pretrain", args.pretrain_frames, 0), ("probe", args.probe_frames, 1)):
@@ -286,7 +293,8 @@ def main() -> None:
     full_args.add_argument("--pixels", type=int, default=64, help="frame size of the full table's datasets")
     full_args.add_argument("--domains", default="dmc/cartpole-swingup,dmc/finger-spin")
     full_args.add_argument("--objectives", default=",".join(OBJECTIVES))
-    full_args.add_argument("--policy-frames", type=int, default=20_000, help="state SAC frames for the policy")
+    full_args.add_argument("--policy-frames", type=int, default=0,
+                           help="state SAC frames for the data policy (0: POLICY's per-domain frames)")
     full_args.add_argument("--pretrain-frames", type=int, default=25_000, help="frames per policy, pretraining")
     full_args.add_argument("--probe-frames", type=int, default=30_000, help="frames per policy, probe episodes")
     full_args.add_argument("--steps", type=int, default=1500, help="pretraining steps per objective and seed")

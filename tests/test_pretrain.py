@@ -674,6 +674,45 @@ def test_position_dims_follow_the_task_state_layout() -> None:
     assert position_dims("dmc/reacher-easy").tolist() == [True] * 4 + [False] * 2  # position, to_target | vel
 
 
+def test_pixel_state_reads_finger_spins_tip_as_its_frames_show_it(tmp_path: Path) -> None:
+    """dm_control's own renderer: the spinner turned half a turn gives the same frame while its tip's (x, z) flips
+    sign, so the raw tip is no function of the frames. pixel_state maps both to one target, the doubled angle
+    computed by hand, keeps the joints, and from_dataset applies it to a finger-spin dataset only."""
+    from dm_control import suite
+
+    from ssrl.envs import make
+    from ssrl.eval.probe import from_dataset, pixel_state
+
+    env = suite.load("finger", "spin", task_kwargs={"random": 0})
+    env.reset()
+    physics, rows, frames = env.physics, [], []
+    for angle in (0.3, 0.3 + np.pi, 1.1):
+        with physics.reset_context():
+            physics.named.data.qpos["hinge"] = angle
+        rows.append(np.concatenate([env.task.get_observation(physics)["position"], np.zeros(5)]))
+        frames.append(physics.render(32, 32, camera_id=0))
+    assert np.array_equal(frames[0], frames[1]) and not np.array_equal(frames[0], frames[2])
+    assert np.allclose(rows[0][2:4], -rows[1][2:4]) and not np.allclose(rows[0][2:4], 0)
+    out = pixel_state("dmc/finger-spin", np.array(rows))
+    np.testing.assert_allclose(out[0], out[1])
+    angle = np.arctan2(rows[0][3], rows[0][2])
+    np.testing.assert_allclose(out[0, 2:4], [np.cos(2 * angle), np.sin(2 * angle)])
+    np.testing.assert_array_equal(np.delete(out, [2, 3], 1), np.delete(np.array(rows), [2, 3], 1))
+    assert not np.allclose(out[0, 2:4], out[2, 2:4])
+    np.testing.assert_array_equal(pixel_state("dmc/cartpole-swingup", np.array(rows)), np.array(rows))
+    # ssrl's finger-spin state holds the tip about the hinge at entries 2-3, and from_dataset reads it doubled
+    ssrl_env = make("dmc/finger-spin", obs="state")
+    state, _ = ssrl_env.reset(seed=0)
+    sensors = ssrl_env.unwrapped.physics.named.data.sensordata
+    np.testing.assert_allclose(state[2:4], sensors["tip"][[0, 2]] - sensors["spinner"][[0, 2]], atol=1e-6)
+    ssrl_env.close()
+    collect("dmc/finger-spin", "random", 40, tmp_path / "finger", size=16, frame_stack=1, progress=False)
+    data = from_dataset(str(tmp_path / "finger"))
+    raw = np.concatenate([np.load(f)["obs/state"] for f in sorted((tmp_path / "finger").glob("*.npz"))])
+    np.testing.assert_allclose(data.states, pixel_state("dmc/finger-spin", raw))
+    assert not np.allclose(data.states[:, 2:4], raw[:, 2:4])
+
+
 def test_probe_scores_linear_matches_least_squares_and_the_mlp_fits_what_a_line_cannot() -> None:
     from ssrl.eval.probe import probe_scores
 

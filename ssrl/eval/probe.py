@@ -3,8 +3,9 @@ self-supervised objective on them, then fit a ridge (linear) probe from frozen f
 and score it on held-out episodes.
 
 The probe's target is the task's state vector (``obs=state``: positions, with hinge angles as cos/sin where
-the task does so, and velocities), a smooth function of ``info["physics_state"]``. The raw physics state is
-kept too, but its unbounded hinge angles (a pole that spun twice) are not a function of any image."""
+the task does so, and velocities), a smooth function of ``info["physics_state"]``, read as the frames determine it
+(``pixel_state``). The raw physics state is kept too, but its unbounded hinge angles (a pole that spun twice) are
+not a function of any image."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from ssrl.experiments.pretrain import pretrain_step
 
 @dataclass
 class ProbeData:
-    """Frames from a random policy: a replay buffer to train on, plus every observation with its physics state
-    and episode index (for an episode-wise train/test split)."""
+    """Frames from a random policy: a replay buffer to train on, plus every observation with its state (as the
+    frames determine it: ``pixel_state``), physics state and episode index (for an episode-wise train/test split)."""
 
     replay: ReplayBuffer
     obs: np.ndarray
@@ -61,7 +62,7 @@ def collect(env_id: str, episodes: int, *, size: int = 48, frame_stack: int = 3,
             done = terminated or truncated or (max_steps is not None and steps >= max_steps)
             replay.add(action, float(reward), obs["pixels"], terminated, bool(truncated or done))
     env.close()
-    return ProbeData(replay, np.stack(obs_list), np.stack(states).astype(np.float64), np.stack(physics),
+    return ProbeData(replay, np.stack(obs_list), pixel_state(env_id, np.stack(states)), np.stack(physics),
                      np.array(episode_ids), pixel_space, env.action_space)
 
 
@@ -69,13 +70,29 @@ def from_dataset(path: str, frame_stack: int | None = None) -> ProbeData:
     """Every observation of a dataset written by ``ssrl collect`` (pixels stacked as the replay stacks them) with
     its state, physics state (``(N, 0)`` where the dataset has none, e.g. ``ssrl transfer``'s demonstrations) and
     episode index; ``replay`` samples the dataset's pixels."""
-    from ssrl.data.dataset import Dataset, episode_arrays
+    from ssrl.data.dataset import Dataset, episode_arrays, info
 
     arrays = episode_arrays(path, frame_stack)
     data = Dataset(path, "pixels", seed=0)
     physics = arrays.get("obs/physics_state", np.zeros((len(arrays["episode"]), 0)))
-    return ProbeData(data.replay, arrays["obs/pixels"], arrays["obs/state"].astype(np.float64), physics,
+    tasks = set(info(path)["tasks"])
+    states = pixel_state(tasks.pop(), arrays["obs/state"]) if len(tasks) == 1 else arrays["obs/state"]
+    return ProbeData(data.replay, arrays["obs/pixels"], states.astype(np.float64), physics,
                      arrays["episode"], data.observation_space, data.action_space)
+
+
+def pixel_state(env_id: str, states: np.ndarray) -> np.ndarray:
+    """``states`` (rows of the task's state vector) as its frames determine them. finger-spin hides the spinner's
+    tip marker, and the spinner (two equal capsules) looks the same turned half a turn, so the tip's (x, z) about
+    the hinge and its negation render the same frames: there the tip is read as its doubled angle,
+    ``(x^2 - z^2, 2xz) / (x^2 + z^2)`` (cos 2a, sin 2a). Other tasks' states are returned as they are."""
+    states = np.asarray(states, dtype=np.float64)
+    if env_id != "dmc/finger-spin":
+        return states
+    x, z = states[:, 2], states[:, 3]  # position: proximal, distal, tip x, tip z
+    out = states.copy()
+    out[:, 2], out[:, 3] = (x * x - z * z) / (x * x + z * z), 2 * x * z / (x * x + z * z)
+    return out
 
 
 def position_dims(env_id: str) -> np.ndarray:
