@@ -76,12 +76,12 @@ def from_dataset(path: str, frame_stack: int | None = None) -> ProbeData:
     data = Dataset(path, "pixels", seed=0)
     physics = arrays.get("obs/physics_state", np.zeros((len(arrays["episode"]), 0)))
     tasks = set(info(path)["tasks"])
-    states = pixel_state(tasks.pop(), arrays["obs/state"]) if len(tasks) == 1 else arrays["obs/state"]
-    return ProbeData(data.replay, arrays["obs/pixels"], states.astype(np.float64), physics,
+    task = tasks.pop() if len(tasks) == 1 else None  # a merged multi-task dataset keeps its states as stored
+    return ProbeData(data.replay, arrays["obs/pixels"], pixel_state(task, arrays["obs/state"]), physics,
                      arrays["episode"], data.observation_space, data.action_space)
 
 
-def pixel_state(env_id: str, states: np.ndarray) -> np.ndarray:
+def pixel_state(env_id: str | None, states: np.ndarray) -> np.ndarray:
     """``states`` (rows of the task's state vector) as its frames determine them. finger-spin hides the spinner's
     tip marker, and the spinner (two equal capsules) looks the same turned half a turn, so the tip's (x, z) about
     the hinge and its negation render the same frames: there the tip is read as its doubled angle,
@@ -91,7 +91,8 @@ def pixel_state(env_id: str, states: np.ndarray) -> np.ndarray:
         return states
     x, z = states[:, 2], states[:, 3]  # position: proximal, distal, tip x, tip z
     out = states.copy()
-    out[:, 2], out[:, 3] = (x * x - z * z) / (x * x + z * z), 2 * x * z / (x * x + z * z)
+    r2 = x * x + z * z
+    out[:, 2], out[:, 3] = (x * x - z * z) / r2, 2 * x * z / r2
     return out
 
 
