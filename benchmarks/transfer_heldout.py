@@ -135,15 +135,16 @@ def main() -> None:
     result = json.loads(out.read_text()) if out.exists() else {"rows": []}
     rows, done = result["rows"], {(r["backbone"], r["demos"]) for r in result["rows"]}
 
-    data = pretraining_data(args, work)
-    console.print(f"pretraining data: {info(data)['transitions']:,} transitions of {info(data)['tasks']}")
     modes = args.final_modes.split(",")
-    if args.stage == "probe" or (args.stage == "final" and not {"frozen", "finetuned"} & set(modes)):
-        # the backbones made so far (a screen may be running beside this process)
+    pretrained = (args.stage in ("screen", "all") and "frozen" in args.screen_modes.split(",")) or \
+        (args.stage in ("final", "all") and bool({"frozen", "finetuned"} & set(modes)))
+    if pretrained:
+        data = pretraining_data(args, work)
+        console.print(f"pretraining data: {info(data)['transitions']:,} transitions of {info(data)['tasks']}")
+        nets = backbones(args, work, data)
+    else:  # the backbones made so far (a screen may be running beside this process); scratch and random need none
         nets = {o: work / "backbones" / o for o in args.objectives.split(",")
                 if (work / "backbones" / o / "backbone.safetensors").exists()}
-    else:
-        nets = backbones(args, work, data)
     base = transfer.parse([f"tasks={args.heldout}", f"steps={args.bc_steps}", f"batch_size={args.batch_size}",
                            f"size={args.size}", f"horizon={args.horizon}", f"seeds={args.seeds}", "frame_stack=1",
                            f"demos_dir={work / 'transfer' / 'demos'}", f"threads={args.threads}", "progress=false",
@@ -181,7 +182,7 @@ def main() -> None:
     if args.stage in ("final", "all"):
         screened = [r for r in rows if r["demos"] == 10 and r["mode"] == "frozen"]
         best = args.best or max(nets, key=lambda o: np.mean([r["success"] for r in screened if r["objective"] == o]
-                                                           or [-1]))
+                                                           or [-1]), default="none")
         console.print(f"best screened objective: {best}")
         for mode in modes:
             evaluate(mode, best if mode in ("frozen", "finetuned") else "none", mode, args.final_demos,
