@@ -26,11 +26,14 @@ The full table, everything through ssrl's own commands (work files in --work, re
 3. frozen features of the probe episodes; a ridge and a small MLP probe fitted on the even episodes and scored on
    the odd ones (R^2 of the positions and of the whole state vector, velocities included).
 Rows go to benchmarks/results/probe_full.json as they finish; the table shows mean and a 95% t-interval over seeds.
+Each row's ``data`` fingerprints the probe set it was scored on: datasets rebuilt on another machine differ (the
+policy's training amplifies its arithmetic), so compare rows with the same ``data`` only.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -185,12 +188,13 @@ def full(args: argparse.Namespace) -> None:
         probe = from_dataset(str(probe_path))
         test = probe.episodes % 2 == 1
         positions = position_dims(env_id)
+        data = hashlib.sha256(np.ascontiguousarray(probe.states).tobytes()).hexdigest()[:12]
         for objective in objectives:
             for seed in range(args.seeds):
                 if (objective, env_id, seed) in done and not args.rescore:
                     continue
                 start = time.perf_counter()
-                row = {"objective": objective, "domain": env_id, "seed": seed}
+                row = {"objective": objective, "domain": env_id, "seed": seed, "data": data}
                 if OBJECTIVES[objective] is None:
                     net = random_encoder(probe.observation_space, encoder, seed)
                     if objective == "supervised":
